@@ -1,0 +1,3 @@
+"""IoT callback receiver and event router."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,180 @@
+"""The ``receiver`` command: serve, check a config, make keys and tokens, read the embedded store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from receiver.errors import ConfigError
+from receiver.settings import Settings, config_path_from_env, load_settings
+
+
+def _load(path: Path | None) -> Settings:
+    try:
+        settings = load_settings(path)
+        from receiver.sources import build_sources  # noqa: PLC0415 - keeps `receiver --help` fast
+
+        build_sources(settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1) from exc
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the receiver under uvicorn; the config is checked first so mistakes fail fast."""
+    import uvicorn  # noqa: PLC0415
+
+    path = args.config or config_path_from_env()
+    settings = _load(path)
+    if path is not None:
+        os.environ["RECEIVER_CONFIG"] = str(path.resolve())  # for uvicorn's worker processes
+    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    uvicorn.run(
+        "receiver.app:app_from_environment",
+        factory=True,
+        host=args.host or settings.server.host,
+        port=args.port or settings.server.port,
+        workers=args.workers or settings.server.workers,
+        log_level=settings.server.log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Exit 0 when the config is valid, else 1 with one ``path.to.key: problem`` line each."""
+    settings = _load(args.path)
+    target = settings.kafka.bootstrap_servers or f"embedded store {settings.store.path}"
+    print(f"{args.path}: valid ({len(settings.sources)} source(s), publishing to {target})")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write an RSA 2048 key pair, as the iotcomms docs make it with openssl."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / "private.pem", out / "public.pem"
+    if (private.exists() or public.exists()) and not args.force:
+        print(f"{out} already holds a key pair; pass --force to replace it", file=sys.stderr)
+        return 1
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_pem)
+    public.write_bytes(public_pem)
+    print(f"wrote {private} (keep it secret) and {public} (configure it as a public key)")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a signed JWT with iat = now and exp = now + ttl, for trying a deployment."""
+    import jwt  # noqa: PLC0415
+
+    try:
+        key = args.key.read_bytes()
+    except OSError as exc:
+        print(f"cannot read {args.key}: {exc.strerror}", file=sys.stderr)
+        return 1
+    now = int(time.time())
+    claims = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
+    try:
+        print(jwt.encode(claims, key, algorithm=args.alg))
+    except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
+        print(f"{args.key} cannot sign {args.alg}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    """Print the embedded store's events as JSON lines; ``--follow`` keeps printing new ones."""
+    from receiver.publish.store import connect, last_seq, read_events  # noqa: PLC0415
+
+    path: Path = args.store or _load(args.config or config_path_from_env()).store.path
+    if not path.exists():
+        print(f"no event store at {path} yet: start the receiver and post a callback", file=sys.stderr)
+        return 1
+    conn = connect(path, readonly=True)
+    after = max(0, last_seq(conn) - args.lines)
+    try:
+        while True:
+            for event in read_events(conn, after, args.topic):
+                after = event.seq
+                value = json.loads(event.value)
+                print(json.dumps({"seq": event.seq, "topic": event.topic, "event": value}), flush=True)
+            if not args.follow:
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    except sqlite3.Error as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="receiver", description="IoT callback receiver and event router.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the receiver")
+    serve.add_argument("--config", type=Path, help="YAML config (default: $RECEIVER_CONFIG)")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.set_defaults(run=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and its keys and secrets")
+    check.add_argument("path", type=Path)
+    check.set_defaults(run=cmd_check_config)
+
+    keygen = sub.add_parser("keygen", help="write an RSA 2048 key pair private.pem / public.pem")
+    keygen.add_argument("--out", type=Path, required=True)
+    keygen.add_argument("--force", action="store_true", help="replace an existing pair")
+    keygen.set_defaults(run=cmd_keygen)
+
+    token = sub.add_parser("token", help="print a signed JWT for trying a deployment")
+    token.add_argument("--key", type=Path, required=True, help="private key PEM")
+    token.add_argument("--sub", required=True, help="the customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io")
+    token.add_argument("--ttl", type=int, default=300, help="seconds until exp (default 300)")
+    token.add_argument("--alg", default="RS256", choices=["RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"])
+    token.set_defaults(run=cmd_token)
+
+    events = sub.add_parser("events", help="read the embedded event store")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    tail = events_sub.add_parser("tail", help="print stored events as JSON lines")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    tail.add_argument("--lines", "-n", type=int, default=10, help="how many past events to print first")
+    tail.add_argument("--topic", help="only this topic")
+    tail.add_argument("--config", type=Path, help="YAML config naming store.path")
+    tail.add_argument("--store", type=Path, help="the store file (overrides the config)")
+    tail.set_defaults(run=cmd_events_tail)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

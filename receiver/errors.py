@@ -1,0 +1,173 @@
+"""Every error the receiver raises, and the HTTP answer each one maps to.
+
+One tree, one base class. Request errors carry a stable ``code`` (documented in the
+README; clients branch on it) and a ``message`` a sender can act on. Messages never
+contain a credential: the detail that helps an operator goes to the log instead.
+
+    ReceiverError
+    ├── ConfigError                     bad settings; startup fails, no HTTP status
+    ├── RequestError                    the request is refused; answered with ``status`` and ``code``
+    │   ├── NotFoundError               404 not_found           no such path
+    │   ├── MethodNotAllowedError       405 method_not_allowed  (carries ``Allow``)
+    │   ├── UnknownSourceError          404 unknown_source      no source with that id
+    │   ├── UnknownEventError           404 unknown_event       the source's vendor has no such callback
+    │   ├── AuthError                   401 (carries ``WWW-Authenticate``)
+    │   │   ├── AuthRequiredError       auth_required           no credentials this source accepts
+    │   │   ├── InvalidCredentialsError invalid_credentials     Basic/Bearer credentials do not match
+    │   │   ├── InvalidTokenError       invalid_token           malformed JWT, bad signature, algorithm not allowed
+    │   │   ├── TokenExpiredError       token_expired           ``exp`` has passed
+    │   │   ├── TokenTooOldError        token_too_old           ``iat`` older than the source allows
+    │   │   ├── TokenNotYetValidError   token_not_yet_valid     ``iat`` or ``nbf`` in the future
+    │   │   ├── TokenLifetimeExceededError token_lifetime_exceeded  ``exp - iat`` over the limit
+    │   │   └── SubjectMismatchError    subject_mismatch        ``sub`` is not the source's domain
+    │   ├── PayloadTooLargeError        413 payload_too_large
+    │   ├── UnsupportedMediaTypeError   415 unsupported_media_type
+    │   └── InvalidPayloadError         422 invalid_payload     (carries the field errors)
+    └── UnavailableError                503 (carries ``Retry-After``)
+        ├── NotReadyError               503 not_ready           config or producer not up yet
+        └── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class ReceiverError(Exception):
+    """Base of every error the receiver raises on purpose."""
+
+
+class ConfigError(ReceiverError):
+    """The configuration is invalid; ``problems`` lists ``path.to.key: what is wrong`` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class RequestError(ReceiverError):
+    """A refused request: subclasses fix ``status`` and ``code``; ``message`` is per instance."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def headers(self) -> Mapping[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class NotFoundError(RequestError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowedError(RequestError):
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, message: str, allow: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allow = ", ".join(allow)
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Allow": self.allow}
+
+
+class UnknownSourceError(RequestError):
+    status, code = 404, "unknown_source"
+
+
+class UnknownEventError(RequestError):
+    status, code = 404, "unknown_event"
+
+
+class AuthError(RequestError):
+    """Authentication failed; the body stays generic, the reason goes to the log."""
+
+    status, code = 401, "auth_failed"
+    challenge: str = 'Bearer realm="receiver"'
+
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": self.challenge}
+
+
+class AuthRequiredError(AuthError):
+    code = "auth_required"
+
+    def __init__(self, message: str, challenges: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        if challenges:
+            self.challenge = ", ".join(challenges)
+
+
+class InvalidCredentialsError(AuthError):
+    code = "invalid_credentials"
+
+
+class InvalidTokenError(AuthError):
+    code = "invalid_token"
+    challenge = 'Bearer realm="receiver", error="invalid_token"'
+
+
+class TokenExpiredError(InvalidTokenError):
+    code = "token_expired"
+
+
+class TokenTooOldError(InvalidTokenError):
+    code = "token_too_old"
+
+
+class TokenNotYetValidError(InvalidTokenError):
+    code = "token_not_yet_valid"
+
+
+class TokenLifetimeExceededError(InvalidTokenError):
+    code = "token_lifetime_exceeded"
+
+
+class SubjectMismatchError(InvalidTokenError):
+    code = "subject_mismatch"
+
+
+class PayloadTooLargeError(RequestError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidPayloadError(RequestError):
+    """The body is not valid JSON or does not match the callback's schema."""
+
+    status, code = 422, "invalid_payload"
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.errors = [dict(e) for e in errors]
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "errors": self.errors}
+
+
+class UnavailableError(RequestError):
+    """The receiver cannot take the request now; the sender should retry later."""
+
+    status, code = 503, "unavailable"
+    retry_after: int = 5
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class NotReadyError(UnavailableError):
+    code = "not_ready"
+
+
+class KafkaUnavailableError(UnavailableError):
+    code = "kafka_unavailable"

@@ -1,0 +1,55 @@
+"""Every response body the receiver writes, and the one place errors become responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.errors import MethodNotAllowedError, NotFoundError, RequestError
+
+log = logging.getLogger("receiver.http")
+
+
+def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: RequestError) -> Response:
+    return json_response(exc.status, exc.body(), exc.headers())
+
+
+async def on_request_error(request: Request, exc: Exception) -> Response:
+    """A refusal the pipeline raised: answer with its code; the log says which request."""
+    assert isinstance(exc, RequestError)  # noqa: S101 - registered for RequestError only
+    log.info(
+        "receiver.request_refused",
+        extra={"path": request.url.path, "status": exc.status, "code": exc.code, "reason": exc.message},
+    )
+    return error_response(exc)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Routing's own 404 and 405, in the receiver's error shape."""
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        methods = [m.strip() for m in allow.split(",") if m.strip()]
+        msg = f"{request.method} is not allowed on {request.url.path}; use {', '.join(methods)}"
+        return error_response(MethodNotAllowedError(msg, methods))
+    if exc.status_code == 404:
+        return error_response(NotFoundError(f"nothing is served at {request.url.path}; see the README"))
+    return json_response(exc.status_code, {"code": "http_error", "message": exc.detail})
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: log it with its traceback, answer 500 without details."""
+    log.error("receiver.internal_error", exc_info=exc, extra={"path": request.url.path})
+    body = {"code": "internal_error", "message": "the receiver failed unexpectedly; the error was logged"}
+    return json_response(500, body)

@@ -1,0 +1,212 @@
+"""The settings tree: one YAML file, ``RECEIVER_`` environment overrides, secrets from files.
+
+This is the only module that reads ``os.environ``. Everything downstream receives a
+frozen ``Settings`` and never looks anywhere else. Environment variables override the
+file, nested with ``__``: ``RECEIVER_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+Credentials are ``SecretStr`` so no repr, log line or error message can show one;
+``*_file`` fields are read once here, at load time, so Kubernetes secret volumes work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from receiver.errors import ConfigError
+
+SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
+Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+SourceKind = Literal["iotcomms"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _read_secret(path: Path) -> SecretStr:
+    """Read a secret file as mounted by Kubernetes: trailing newline dropped, nothing else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read secret file {path}: {exc.strerror}"
+        raise ValueError(msg) from exc
+    value = text.rstrip("\r\n")
+    if not value:
+        msg = f"secret file {path} is empty"
+        raise ValueError(msg)
+    return SecretStr(value)
+
+
+class JwtAuthSettings(_Frozen):
+    """JWT bearer tokens verified with public keys; the time rules default to iotcomms'."""
+
+    type: Literal["jwt"]
+    algorithms: list[Algorithm] = Field(default=["RS256"], min_length=1)
+    public_keys: list[Path] = Field(min_length=1, description="PEM files of the sender's public keys")
+    subject: str | None = Field(default=None, description="required `sub`; defaults to the source's domain")
+    max_age_seconds: int = Field(default=3600, gt=0, description="oldest accepted `iat`")
+    max_lifetime_seconds: int = Field(default=5400, gt=0, description="largest accepted `exp - iat`")
+    leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew allowed")
+    require_exp: bool = False
+
+
+class BasicAuthSettings(_Frozen):
+    """HTTP Basic credentials the vendor is configured to send."""
+
+    type: Literal["basic"]
+    username: str = Field(min_length=1)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuthSettings:
+        if (self.password is None) == (self.password_file is None):
+            msg = "give exactly one of password or password_file"
+            raise ValueError(msg)
+        return self
+
+    def secret(self) -> SecretStr:
+        """The password, read from its file when configured that way."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None  # noqa: S101 - guaranteed by the validator above
+        return _read_secret(self.password_file)
+
+
+AuthSettings = Annotated[JwtAuthSettings | BasicAuthSettings, Field(discriminator="type")]
+
+
+class SourceSettings(_Frozen):
+    """One sender: its vendor kind, identity and the ways it may authenticate."""
+
+    kind: SourceKind
+    domain: str | None = Field(default=None, description="the vendor's customer domain (iotcomms)")
+    auth: list[AuthSettings] = Field(min_length=1)
+    topic: TopicName | None = Field(default=None, description="overrides <prefix>.<kind>.<event>")
+
+    @model_validator(mode="after")
+    def _iotcomms_needs_domain(self) -> SourceSettings:
+        if self.kind == "iotcomms" and not self.domain:
+            msg = "an iotcomms source needs its customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io"
+            raise ValueError(msg)
+        return self
+
+
+class KafkaSettings(_Frozen):
+    """The Kafka producer; without ``bootstrap_servers`` events go to the embedded store."""
+
+    bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port...]")
+    topic_prefix: TopicName = "iot"
+    client_id: str = "iot-receiver"
+    publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    linger_ms: int = Field(default=2, ge=0, le=1000)
+    request_timeout_ms: int = Field(default=30000, ge=1000)
+    max_batch_size: int = Field(default=1048576, ge=1024)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                msg = f"{server.strip()!r} is not host:port"
+                raise ValueError(msg)
+        return value.strip()
+
+
+class StoreSettings(_Frozen):
+    """The embedded SQLite event store used when no Kafka is configured."""
+
+    path: Path = Path(".data/events.db")
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """The whole configuration, frozen once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECEIVER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    store: StoreSettings = StoreSettings()
+    sources: dict[SourceId, SourceSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it.
+        del settings_cls, dotenv_settings, file_secret_settings
+        return env_settings, init_settings
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path or '(top)'}: {message}")
+    return lines
+
+
+def build_settings(data: dict[str, Any], *, environ: bool = True) -> Settings:
+    """Validate a config mapping; with ``environ``, ``RECEIVER_*`` variables override it."""
+    try:
+        if environ:
+            return Settings(**data)
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from exc
+
+
+def load_settings(path: Path | None, *, environ: bool = True) -> Settings:
+    """Load the YAML file at ``path`` (or none: defaults plus environment)."""
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"(file): {path} is not valid YAML: {exc}"]) from exc
+        if not isinstance(data, dict):
+            raise ConfigError([f"(file): {path} must hold a mapping at the top level"])
+    return build_settings(data, environ=environ)
+
+
+def config_path_from_env() -> Path | None:
+    """``RECEIVER_CONFIG``, the config path when ``--config`` is not given."""
+    value = os.environ.get("RECEIVER_CONFIG")
+    return Path(value) if value else None
