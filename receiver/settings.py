@@ -113,7 +113,8 @@ class KafkaSettings(_Frozen):
     bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port...]")
     topic_prefix: TopicName = "iot"
     client_id: str = "iot-receiver"
-    publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="ack wait before 503")
+    shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=300, description="flush wait on stop")
     linger_ms: int = Field(default=2, ge=0, le=1000)
     request_timeout_ms: int = Field(default=30000, ge=1000)
     max_batch_size: int = Field(default=1048576, ge=1024)

@@ -156,10 +156,10 @@ class Broker:
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise BrokerError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
-        log = (self.workdir / "broker.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self.workdir / "broker.log").open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_serving(timeout)
         return self
 

@@ -35,7 +35,6 @@ class KafkaPublisher:
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
-        self._connected = asyncio.Event()
         self._last_error = "connecting"
         self._connector: asyncio.Task[None] | None = None
         self._probe: tuple[float, str | None] = (0.0, "connecting")
@@ -69,9 +68,13 @@ class KafkaPublisher:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
-        if self._producer is not None and self._connected.is_set():
-            # stop() flushes what is still buffered before closing the connections.
-            await self._producer.stop()
+        if self._producer is not None:
+            # stop() flushes what is still buffered; a dead broker must not hold shutdown forever.
+            try:
+                async with asyncio.timeout(self._settings.shutdown_timeout_seconds):
+                    await self._producer.stop()
+            except TimeoutError:
+                log.error("kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds)
 
     async def _connect(self, producer: AIOKafkaProducer) -> None:
         """Start the producer, retrying with capped exponential backoff until it connects."""
@@ -82,24 +85,17 @@ class KafkaPublisher:
             except KafkaError as exc:
                 self._last_error = f"cannot reach {self._settings.bootstrap_servers}: {type(exc).__name__}"
                 log.warning("kafka producer not connected, retrying in %.1fs: %s", delay, exc)
-                await producer.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                producer = self._new_producer()
-                continue
-            self._producer = producer
-            self._connected.set()
-            log.info("kafka producer connected to %s", self._settings.bootstrap_servers)
-            return
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait until the producer is connected; used by startup paths that want Kafka first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._connected.wait()
-        except TimeoutError:
-            return False
-        return True
+            except asyncio.CancelledError:
+                await producer.stop()  # shutdown before Kafka ever answered
+                raise
+            else:
+                self._producer = producer
+                log.info("kafka producer connected to %s", self._settings.bootstrap_servers)
+                return
+            await producer.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            producer = self._new_producer()
 
     async def publish(self, records: Sequence[Record]) -> None:
         producer = self._producer
