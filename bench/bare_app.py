@@ -8,10 +8,14 @@ receiver's own overhead; what both cost is Starlette, uvicorn and the HTTP parse
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 
 async def echo(request: Request) -> Response:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import importlib
 import importlib.metadata
 import json
 import math
@@ -31,8 +32,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -41,6 +41,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import kafka_broker  # noqa: E402 - lives in scripts/, which is not a package
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 SOURCE = "customer47"
 DOMAIN = "customer47.prod-eu-north-1.iotcomms.io"
@@ -54,6 +57,7 @@ BODY = (
 )
 BARE_NAME = "bare starlette"
 RECEIVER_NAME = "receiver (jwt+validate+kafka ack)"
+KAFKA_READ_SECONDS = 60.0  # bound on reading the topic back at the end
 
 # wrk calls done() once at the end; it prints one JSON line with exact counts and
 # microsecond percentiles, so nothing has to be parsed out of wrk's rounded text.
@@ -180,7 +184,9 @@ def http_call(
         conn.close()
 
 
-def wait_for(server: Server, port: int, method: str, path: str, body: bytes | None, timeout: float) -> None:
+def wait_for(
+    server: Server, port: int, *, method: str, path: str, body: bytes | None, timeout: float
+) -> None:
     """Poll until ``method path`` answers 200: the receiver's /readyz needs a connected producer."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
@@ -206,7 +212,8 @@ def smoke(target: Target) -> str:
     status, answer = http_call(target.port, "POST", target.path, BODY, target.headers)
     text = answer.decode(errors="replace")
     if status != 200:
-        raise BenchError(f"{target.name}: POST {target.path} answered {status}: {text[:500]}")
+        msg = f"{target.name}: POST {target.path} answered {status}: {text[:500]}"
+        raise BenchError(msg)
     return text
 
 
@@ -261,7 +268,7 @@ def run_wrk(
 ) -> LoadResult:  # fmt: skip
     """Run wrk once against ``target``; its raw output is kept next to the server logs."""
     auth = "\n".join(
-        f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
+        f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}"  # spaces: `[[[` would open a long string
         for k, v in target.headers.items()
         if k.lower() != "content-type"
     )
@@ -296,15 +303,25 @@ def _percentile(ordered: list[float], pct: float) -> float:
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
-async def _python_load(target: Target, connections: int, seconds: float, timeout: float) -> LoadResult:
+def _http_client() -> Any:
+    """The dev group's async HTTP client: httpx2 now, httpx before it; both share one API."""
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            return importlib.import_module(name)
+    raise BenchError("neither wrk nor httpx2/httpx is available: run `uv sync` or install wrk")
+
+
+async def _python_load(
+    target: Target, connections: int, seconds: float, request_timeout: float
+) -> LoadResult:
     """The fallback: ``connections`` keep-alive clients in a closed loop, per-request latency."""
-    import httpx  # noqa: PLC0415 - a dev dependency, needed only when wrk is unavailable
+    httpx = _http_client()
 
     latencies: list[float] = []
     non_2xx = 0
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=request_timeout) as client:
         started = time.perf_counter()
         stop_at = started + seconds
 
@@ -336,7 +353,7 @@ async def _python_load(target: Target, connections: int, seconds: float, timeout
     )
 
 
-async def _kafka_counts(bootstrap: str, topic: str, timeout: float) -> tuple[int, int, int]:
+async def _kafka_counts(bootstrap: str, topic: str) -> tuple[int, int, int]:
     """(records by offsets, records read, distinct ce_id headers) in ``topic``, read from the start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 - only needed at the very end
 
@@ -349,7 +366,7 @@ async def _kafka_counts(bootstrap: str, topic: str, timeout: float) -> tuple[int
     )
     await consumer.start()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(KAFKA_READ_SECONDS):
             if topic not in await consumer.topics():
                 return 0, 0, 0
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -389,7 +406,8 @@ def make_keys_and_token(workdir: Path) -> tuple[Path, str]:
         cwd=ROOT,
     ).stdout.strip()
     if token.count(".") != 2:
-        raise BenchError(f"`receiver token` printed no JWT: {token[:200]!r}")
+        msg = f"`receiver token` printed no JWT: {token[:200]!r}"
+        raise BenchError(msg)
     return keys / "public.pem", token
 
 
@@ -459,7 +477,8 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     )
     say(
         f"stack: kafka {kafka_broker.KAFKA_VERSION} (KRaft single node), python {platform.python_version()},"
-        f" uvicorn {v['uvicorn']} (uvloop {v['uvloop']}, httptools {v['httptools']}, 1 worker, no access log),"
+        f" uvicorn {v['uvicorn']} (uvloop {v['uvloop']}, httptools {v['httptools']}, 1 worker,"
+        " no access log),"
         f" starlette {v['starlette']}, aiokafka {v['aiokafka']}; {os.cpu_count()} CPU cores shared by all"
     )
     say(f"work dir: {workdir}")
@@ -492,8 +511,8 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     servers.extend([receiver, bare])
     receiver.start()
     bare.start()
-    wait_for(bare, bare_port, "POST", BARE_PATH, BODY, args.ready_timeout)
-    wait_for(receiver, receiver_port, "GET", "/readyz", None, args.ready_timeout)
+    wait_for(bare, bare_port, method="POST", path=BARE_PATH, body=BODY, timeout=args.ready_timeout)
+    wait_for(receiver, receiver_port, method="GET", path="/readyz", body=None, timeout=args.ready_timeout)
     say(f"receiver ready on 127.0.0.1:{receiver_port}, bare app on 127.0.0.1:{bare_port}")
 
     targets = [
@@ -535,7 +554,7 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     # Stop the receiver before counting: its shutdown flushes whatever requests were still in flight.
     receiver.stop()
     bare.stop()
-    by_offsets, read, distinct = asyncio.run(_kafka_counts(broker.bootstrap_servers, TOPIC, 60.0))
+    by_offsets, read, distinct = asyncio.run(_kafka_counts(broker.bootstrap_servers, TOPIC))
 
     bare_r, recv_r = results[BARE_NAME], results[RECEIVER_NAME]
     say()

@@ -75,7 +75,8 @@ async def readyz(request: Request) -> Response:
 
 def _with_options(endpoint: Endpoint, methods: Sequence[str]) -> Endpoint:
     """Answer OPTIONS with the path's ``Allow`` header, as iotcomms expects of every endpoint."""
-    allow = ", ".join(sorted({*methods, "OPTIONS"}))
+    implied = {"HEAD"} if "GET" in methods else set()  # Starlette serves HEAD wherever GET is
+    allow = ", ".join(sorted({*methods, *implied, "OPTIONS"}))
 
     async def handle(request: Request) -> Response:
         if request.method == "OPTIONS":

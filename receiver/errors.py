@@ -14,7 +14,7 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   ├── AuthError                   401 (carries ``WWW-Authenticate``)
     │   │   ├── AuthRequiredError       auth_required           no credentials this source accepts
     │   │   ├── InvalidCredentialsError invalid_credentials     Basic/Bearer credentials do not match
-    │   │   ├── InvalidTokenError       invalid_token           malformed JWT, bad signature, algorithm not allowed
+    │   │   ├── InvalidTokenError       invalid_token           malformed, bad signature, alg not allowed
     │   │   ├── TokenExpiredError       token_expired           ``exp`` has passed
     │   │   ├── TokenTooOldError        token_too_old           ``iat`` older than the source allows
     │   │   ├── TokenNotYetValidError   token_not_yet_valid     ``iat`` or ``nbf`` in the future

@@ -27,7 +27,7 @@ def error_response(exc: RequestError) -> Response:
 
 async def on_request_error(request: Request, exc: Exception) -> Response:
     """A refusal the pipeline raised: answer with its code; the log says which request."""
-    assert isinstance(exc, RequestError)  # noqa: S101 - registered for RequestError only
+    assert isinstance(exc, RequestError)
     log.info(
         "receiver.request_refused",
         extra={"path": request.url.path, "status": exc.status, "code": exc.code, "reason": exc.message},
@@ -37,7 +37,7 @@ async def on_request_error(request: Request, exc: Exception) -> Response:
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     """Routing's own 404 and 405, in the receiver's error shape."""
-    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         methods = [m.strip() for m in allow.split(",") if m.strip()]

@@ -84,7 +84,7 @@ class BasicAuthSettings(_Frozen):
         """The password, read from its file when configured that way."""
         if self.password is not None:
             return self.password
-        assert self.password_file is not None  # noqa: S101 - guaranteed by the validator above
+        assert self.password_file is not None
         return _read_secret(self.password_file)
 
 

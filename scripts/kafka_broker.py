@@ -13,6 +13,7 @@ missing. Standard library only, so it runs before the project's venv exists.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shutil
 import signal
@@ -155,10 +156,14 @@ class Broker:
             fmt = [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
-                raise BrokerError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+                msg = f"kafka storage format failed:\n{result.stdout}{result.stderr}"
+                raise BrokerError(msg)
         with (self.workdir / "broker.log").open("ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_serving(timeout)
         return self
@@ -168,12 +173,14 @@ class Broker:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 tail = (self.workdir / "broker.log").read_text(errors="replace")[-4000:]
-                raise BrokerError(f"kafka broker exited with {self.process.returncode}:\n{tail}")
+                msg = f"kafka broker exited with {self.process.returncode}:\n{tail}"
+                raise BrokerError(msg)
             if _is_listening(self.port):
                 return
             time.sleep(0.2)
         self.stop()
-        raise BrokerError(f"kafka broker did not listen on 127.0.0.1:{self.port} within {timeout:.0f}s")
+        msg = f"kafka broker did not listen on 127.0.0.1:{self.port} within {timeout:.0f}s"
+        raise BrokerError(msg)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop cleanly with SIGTERM; kill when it does not exit in time. Data is kept."""
@@ -197,13 +204,13 @@ class Broker:
 
 def _cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, base64url without padding."""
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="download the broker jars into the cache")
     run = sub.add_parser("run", help="run a broker in the foreground until interrupted")

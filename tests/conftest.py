@@ -26,11 +26,11 @@ from receiver.app import create_app
 from receiver.settings import Settings, build_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from kafka_broker import Broker  # noqa: E402
+from kafka_broker import Broker
 
 DOMAIN = "customer47.prod-eu-north-1.iotcomms.io"
 OTHER_DOMAIN = "customer48.prod-eu-north-1.iotcomms.io"
-BASIC_PASSWORD = "s3cret-basic-password"  # noqa: S105 - test credential
+BASIC_PASSWORD = "s3cret-basic-password"
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def hs256_with_public_key(key: KeyPair, payload: dict[str, Any]) -> str:
 
 def unsigned_token(payload: dict[str, Any]) -> str:
     """An ``alg: none`` token with an empty signature."""
-    return jwt.encode(payload, None, algorithm="none")
+    return jwt.encode(payload, None, algorithm="none")  # type: ignore[arg-type]
 
 
 def message_body(**overrides: Any) -> dict[str, Any]:
@@ -126,7 +126,9 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(tenant_key: KeyPair, other_key: KeyPair, password_file: Path, tmp_path: Path) -> SettingsFactory:
+def make_settings(
+    tenant_key: KeyPair, other_key: KeyPair, password_file: Path, tmp_path: Path
+) -> SettingsFactory:
     """Settings with customer47 (JWT + Basic) and customer48 (JWT), built without the environment."""
 
     def build(kafka: dict[str, Any] | None = None, **overrides: Any) -> Settings:
@@ -139,7 +141,11 @@ def make_settings(tenant_key: KeyPair, other_key: KeyPair, password_file: Path, 
                     "kind": "iotcomms",
                     "domain": DOMAIN,
                     "auth": [
-                        {"type": "jwt", "algorithms": ["RS256"], "public_keys": [str(tenant_key.public_path)]},
+                        {
+                            "type": "jwt",
+                            "algorithms": ["RS256"],
+                            "public_keys": [str(tenant_key.public_path)],
+                        },
                         {"type": "basic", "username": "iotcomms", "password_file": str(password_file)},
                     ],
                 },

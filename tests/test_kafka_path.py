@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kafka_broker import Broker
 from starlette.testclient import TestClient
 
-from kafka_broker import Broker
 from receiver.app import create_app
 from tests.conftest import (
     BASIC_PASSWORD,
@@ -35,7 +35,9 @@ def kafka_client(
     kafka_broker: Broker, make_settings: SettingsFactory, topic_prefix: str
 ) -> Iterator[TestClient]:
     """The app publishing to the session's broker, waited on until it is ready."""
-    settings = make_settings(kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix})
+    settings = make_settings(
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix}
+    )
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
@@ -59,7 +61,7 @@ def bearer(token: str) -> dict[str, str]:
 def test_signed_callback_becomes_one_record(
     kafka_client: TestClient, kafka_broker: Broker, tenant_key: KeyPair, topic_prefix: str
 ) -> None:
-    """A valid RS256-signed /message callback yields exactly one CloudEvent record, acknowledged before 200."""
+    """A valid RS256-signed /message callback yields exactly one CloudEvent record, acked before 200."""
     body = message_body(vendorExtra={"kept": True})
     response = kafka_client.post(URL, json=body, headers=bearer(tenant_key.token(claims())))
     assert response.status_code == 200, response.text
@@ -101,7 +103,9 @@ def test_basic_auth_callback_is_published(
 def test_vendor_retry_gets_the_same_id(kafka_client: TestClient, tenant_key: KeyPair) -> None:
     """The same delivery posted twice (even with a fresh token) carries the same event id."""
     first = kafka_client.post(URL, json=message_body(), headers=bearer(tenant_key.token(claims())))
-    second = kafka_client.post(URL, json=message_body(), headers=bearer(tenant_key.token(claims(iat_offset=-5))))
+    second = kafka_client.post(
+        URL, json=message_body(), headers=bearer(tenant_key.token(claims(iat_offset=-5)))
+    )
     other = kafka_client.post(URL, json=message_body(body="x"), headers=bearer(tenant_key.token(claims())))
     assert first.status_code == second.status_code == other.status_code == 200
     assert first.json()["id"] == second.json()["id"] != other.json()["id"]
@@ -143,47 +147,52 @@ INVALID = [
     pytest.param(_post(), 401, "auth_required", id="no-credentials"),
     pytest.param(_post(headers={"Authorization": "Digest abc"}), 401, "auth_required", id="unknown-scheme"),
     pytest.param(_post(headers={"Authorization": "Bearer not.a.jwt"}), 401, "invalid_token", id="malformed"),
-    pytest.param(
-        _token(lambda t, o: o.token(claims())), 401, "invalid_token", id="bad-signature-other-key"
-    ),
+    pytest.param(_token(lambda t, o: o.token(claims())), 401, "invalid_token", id="bad-signature-other-key"),
     pytest.param(_token(lambda t, o: _tampered(t)), 401, "invalid_token", id="tampered-claims"),
     pytest.param(_token(lambda t, o: unsigned_token(claims())), 401, "invalid_token", id="alg-none"),
     pytest.param(
-        _token(lambda t, o: hs256_with_public_key(t, claims())), 401, "invalid_token", id="hs256-with-public-key"
+        _token(lambda t, o: hs256_with_public_key(t, claims())),
+        401,
+        "invalid_token",
+        id="hs256-with-public-key",
     ),
     pytest.param(
         _token(lambda t, o: t.token(claims(iat_offset=-600, ttl=300))), 401, "token_expired", id="expired"
     ),
     pytest.param(
-        _token(lambda t, o: t.token(claims(iat_offset=-3700, ttl=None))), 401, "token_too_old", id="iat-too-old"
+        _token(lambda t, o: t.token(claims(iat_offset=-3700, ttl=None))),
+        401,
+        "token_too_old",
+        id="iat-too-old",
     ),
     pytest.param(
         _token(lambda t, o: t.token(claims(iat_offset=600))), 401, "token_not_yet_valid", id="iat-in-future"
     ),
     pytest.param(
-        _token(lambda t, o: t.token(claims(ttl=5401))), 401, "token_lifetime_exceeded", id="lifetime-over-90-min"
+        _token(lambda t, o: t.token(claims(ttl=5401))),
+        401,
+        "token_lifetime_exceeded",
+        id="lifetime-over-90-min",
     ),
     pytest.param(
         _token(lambda t, o: t.token(claims(sub=OTHER_DOMAIN))), 401, "subject_mismatch", id="wrong-sub"
     ),
-    pytest.param(
-        _token(lambda t, o: t.token({"sub": DOMAIN})), 401, "invalid_token", id="no-iat"
-    ),
+    pytest.param(_token(lambda t, o: t.token({"sub": DOMAIN})), 401, "invalid_token", id="no-iat"),
     pytest.param(
         _token(lambda t, o: o.token(claims(sub=OTHER_DOMAIN))), 401, "invalid_token", id="other-tenants-token"
     ),
     pytest.param(
         _post(auth=("iotcomms", "wrong-password")), 401, "invalid_credentials", id="basic-wrong-password"
     ),
-    pytest.param(
-        _post(auth=("someone", BASIC_PASSWORD)), 401, "invalid_credentials", id="basic-wrong-user"
-    ),
+    pytest.param(_post(auth=("someone", BASIC_PASSWORD)), 401, "invalid_credentials", id="basic-wrong-user"),
     pytest.param(
         _token(lambda t, o: "wrong", auth=None), 401, "invalid_token", id="wrong-bearer-no-fallthrough"
     ),
     pytest.param(
         _token(_valid, json=None, content=b'{"from": ', headers_extra={"Content-Type": "application/json"}),
-        422, "invalid_payload", id="malformed-json"
+        422,
+        "invalid_payload",
+        id="malformed-json",
     ),
     pytest.param(
         _token(_valid, json=message_body(to=5, replyId=None)), 422, "invalid_payload", id="invalid-fields"
@@ -201,10 +210,16 @@ INVALID = [
         _token(_valid, url="/v1/callbacks/nosuchsource/message"), 404, "unknown_source", id="unknown-source"
     ),
     pytest.param(
-        _token(_valid, url="/v1/callbacks/customer47/noSuchCallback"), 404, "unknown_event", id="unknown-event"
+        _token(_valid, url="/v1/callbacks/customer47/noSuchCallback"),
+        404,
+        "unknown_event",
+        id="unknown-event",
     ),
     pytest.param(
-        _token(_valid, url="/v1/callbacks/customer48/message"), 401, "invalid_token", id="key-of-another-source"
+        _token(_valid, url="/v1/callbacks/customer48/message"),
+        401,
+        "invalid_token",
+        id="key-of-another-source",
     ),
 ]
 
@@ -278,14 +293,20 @@ def test_stopped_broker_gives_503_and_acknowledges_nothing_unwritten(
             wait_ready(client)
             accepted = []
             for n in range(3):
-                response = client.post(URL, json=message_body(body=f"m{n}"), headers=bearer(tenant_key.token(claims())))
+                response = client.post(
+                    URL, json=message_body(body=f"m{n}"), headers=bearer(tenant_key.token(claims()))
+                )
                 assert response.status_code == 200, response.text
                 accepted.append(response.json()["id"])
-            written = {json.loads(r.value)["id"] for r in read_topic(broker, f"{topic_prefix}.iotcomms.message")}
+            written = {
+                json.loads(r.value)["id"] for r in read_topic(broker, f"{topic_prefix}.iotcomms.message")
+            }
             assert set(accepted) <= written
 
             broker.stop()
-            response = client.post(URL, json=message_body(body="late"), headers=bearer(tenant_key.token(claims())))
+            response = client.post(
+                URL, json=message_body(body="late"), headers=bearer(tenant_key.token(claims()))
+            )
             assert response.status_code == 503
             assert response.json()["code"] == "kafka_unavailable"
             assert int(response.headers["Retry-After"]) > 0

@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.types import Options
 
 from receiver.auth.principal import Principal
 from receiver.errors import (
@@ -48,7 +49,7 @@ _KEY_TYPES: dict[str, tuple[type[Any], ...]] = {
     "ES": (ec.EllipticCurvePublicKey,),
     "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
 }
-_SIGNATURE_ONLY = {
+_SIGNATURE_ONLY: Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -75,7 +76,9 @@ class TimePolicy:
         """Raise the ``InvalidTokenError`` subclass that names the first broken rule."""
         iat = _numeric(claims, "iat")
         if iat is None:
-            raise InvalidTokenError("the token has no `iat` claim; set it to the signing time in Unix seconds")
+            raise InvalidTokenError(
+                "the token has no `iat` claim; set it to the signing time in Unix seconds"
+            )
         exp = _numeric(claims, "exp")
         nbf = _numeric(claims, "nbf")
         if exp is None and self.require_exp:
@@ -84,7 +87,7 @@ class TimePolicy:
             msg = "the token is not valid yet (`iat` or `nbf` lies in the future); check the sender's clock"
             raise TokenNotYetValidError(msg)
         if exp is not None and exp - iat > self.max_lifetime:
-            msg = f"the token's lifetime (`exp` - `iat`) exceeds {self.max_lifetime} s; sign shorter-lived tokens"
+            msg = f"the token's lifetime (`exp` - `iat`) exceeds {self.max_lifetime} s; sign a shorter one"
             raise TokenLifetimeExceededError(msg)
         if exp is not None and now > exp + self.leeway:
             raise TokenExpiredError("the token has expired (`exp` has passed); sign a new one")

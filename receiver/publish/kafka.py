@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -52,7 +53,7 @@ class KafkaPublisher:
             compression_type=s.compression_type,
         )
 
-    async def __aenter__(self) -> KafkaPublisher:
+    async def __aenter__(self) -> Self:
         # Building the producer validates its options: a bad one fails startup here.
         try:
             first = self._new_producer()
@@ -74,7 +75,9 @@ class KafkaPublisher:
                 async with asyncio.timeout(self._settings.shutdown_timeout_seconds):
                     await self._producer.stop()
             except TimeoutError:
-                log.error("kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds)
+                log.exception(
+                    "kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds
+                )
 
     async def _connect(self, producer: AIOKafkaProducer) -> None:
         """Start the producer, retrying with capped exponential backoff until it connects."""
@@ -110,7 +113,9 @@ class KafkaPublisher:
                 ]
                 await asyncio.gather(*acks)
         except TimeoutError as exc:
-            msg = f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
+            msg = (
+                f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
+            )
             log.warning("kafka publish timed out after %gs", timeout)
             raise KafkaUnavailableError(msg) from exc
         except KafkaError as exc:

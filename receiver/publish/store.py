@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from receiver.errors import ConfigError, UnavailableError
 from receiver.events import Record
@@ -89,7 +90,7 @@ class StorePublisher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> StorePublisher:
+    async def __aenter__(self) -> Self:
         try:
             self._conn = await asyncio.to_thread(connect, self._path)
         except (sqlite3.Error, OSError) as exc:
@@ -101,8 +102,7 @@ class StorePublisher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # Let queued writes finish before the connection closes.
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
+        await self._queue.join()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,20 +130,25 @@ class StorePublisher:
             try:
                 await asyncio.to_thread(self._write, [r for records, _ in batch for r in records])
             except sqlite3.Error as exc:
-                error = StoreUnavailableError(f"the event store could not write the event ({exc}); retry later")
+                error = StoreUnavailableError(
+                    f"the event store could not write the event ({exc}); retry later"
+                )
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(error)
+                    self._queue.task_done()
                 continue
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+                self._queue.task_done()
 
     def _write(self, records: list[Record]) -> None:
-        assert self._conn is not None  # noqa: S101 - set in __aenter__ before the writer starts
+        assert self._conn is not None
         now = time.time()
         rows = [
-            (r.topic, r.key, r.value, json.dumps([(k, v.decode()) for k, v in r.headers]), now) for r in records
+            (r.topic, r.key, r.value, json.dumps([(k, v.decode()) for k, v in r.headers]), now)
+            for r in records
         ]
         with self._conn:  # one transaction, committed (and fsynced) on exit
             self._conn.execute("BEGIN IMMEDIATE")
