@@ -9,13 +9,20 @@ from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
+from receiver.deadletter import deadletter_topic
 from receiver.endpoints import ROUTES
 from receiver.errors import RequestError
+from receiver.logs import configure_logging
+from receiver.metrics import Metrics
+from receiver.observe import ObserveRequests
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher, open_publisher
+from receiver.publish.instrumented import InstrumentedPublisher
 from receiver.responses import on_http_error, on_request_error, on_unexpected_error
 from receiver.settings import Settings, config_path_from_env, load_settings
+from receiver.shutdown import Drain, drain_on_signals
 from receiver.sources import build_sources
 
 log = logging.getLogger("receiver")
@@ -26,25 +33,42 @@ class State(TypedDict):
 
     pipeline: Pipeline
     publisher: Publisher
+    metrics: Metrics
+    drain: Drain
     max_body_bytes: int
 
 
 def create_app(settings: Settings) -> Starlette:
     """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now."""
     sources = build_sources(settings)
+    metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
+    prefix = settings.kafka.topic_prefix
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         del app
-        async with open_publisher(settings) as publisher:
+        drain = Drain()
+        async with open_publisher(settings) as opened:
+            depth = getattr(opened, "depth", None)
+            if depth is not None:
+                metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
+            publisher = InstrumentedPublisher(opened, metrics, deadletter_topic(prefix))
             log.info("receiver started: %d source(s), publishing to %s", len(sources), publisher.name)
-            pipeline = Pipeline(sources, publisher, settings.kafka.topic_prefix)
-            yield State(pipeline=pipeline, publisher=publisher, max_body_bytes=settings.server.max_body_bytes)
-        log.info("receiver stopped: publisher flushed and closed")
+            with drain_on_signals(drain, settings.server.drain_seconds):
+                yield State(
+                    pipeline=Pipeline(sources, publisher, prefix),
+                    publisher=publisher,
+                    metrics=metrics,
+                    drain=drain,
+                    max_body_bytes=settings.server.max_body_bytes,
+                )
+            log.info("receiver stopping: flushing the publisher")
+        log.info("receiver stopped")
 
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ObserveRequests, metrics=metrics)],
         exception_handlers={
             RequestError: on_request_error,
             HTTPException: on_http_error,
@@ -55,4 +79,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """uvicorn's factory for worker processes: the config path comes from ``RECEIVER_CONFIG``."""
-    return create_app(load_settings(config_path_from_env()))
+    settings = load_settings(config_path_from_env())
+    configure_logging(settings.server.log_level, settings.server.log_format)
+    return create_app(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sqlite3
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from receiver.errors import ConfigError
+from receiver.logs import configure_logging
 from receiver.settings import Settings, config_path_from_env, load_settings
 
 
@@ -37,9 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(path)
     if path is not None:
         os.environ["RECEIVER_CONFIG"] = str(path.resolve())  # for uvicorn's worker processes
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(settings.server.log_level, settings.server.log_format)
     uvicorn.run(
         "receiver.app:app_from_environment",
         factory=True,
@@ -47,7 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.server.port,
         workers=args.workers or settings.server.workers,
         log_level=settings.server.log_level,
-        access_log=False,
+        access_log=False,  # the app writes one canonical line per request instead
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         proxy_headers=False,
         server_header=False,
     )

@@ -9,15 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.errors import PayloadTooLargeError
 from receiver.events import Delivery
+from receiver.metrics import Metrics
+from receiver.observe import Outcome
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.responses import json_response
+from receiver.shutdown import Drain
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
@@ -43,16 +47,20 @@ async def deliver(request: Request) -> Response:
     """A vendor callback or push message: answered 200 only after the event is durable."""
     received_at = time.time()
     pipeline: Pipeline = request.state.pipeline
+    outcome: Outcome = request.state.outcome
+    outcome.source = request.path_params["source"]
+    outcome.event = request.path_params.get("event", PUSH_EVENT)
     body = await read_body(request, request.state.max_body_bytes)
     delivery = Delivery(
-        source_id=request.path_params["source"],
-        event=request.path_params.get("event", PUSH_EVENT),
+        source_id=outcome.source,
+        event=outcome.event,
         body=body,
         content_type=request.headers.get("content-type", ""),
         authorization=request.headers.get("authorization"),
         received_at=received_at,
     )
     accepted = await pipeline.process(delivery)
+    outcome.event_id = accepted.event_id
     return json_response(200, {"id": accepted.event_id})
 
 
@@ -65,12 +73,20 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Readiness: config loaded and the publisher can take events; the body names what fails."""
     publisher: Publisher = request.state.publisher
-    problem = await publisher.check()
-    checks = {"config": "ok", publisher.name: problem or "ok"}
-    if problem is not None:
-        body = {"code": "not_ready", "message": f"{publisher.name}: {problem}", "checks": checks}
+    drain: Drain = request.state.drain
+    problems = {"shutdown": "draining" if drain.draining else None, publisher.name: await publisher.check()}
+    checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
+    failing = [f"{name}: {problem}" for name, problem in problems.items() if problem is not None]
+    if failing:
+        body = {"code": "not_ready", "message": "; ".join(failing), "checks": checks}
         return json_response(503, body, {"Retry-After": "5"})
     return json_response(200, {"status": "ready", "checks": checks})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics."""
+    registry: Metrics = request.state.metrics
+    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _with_options(endpoint: Endpoint, methods: Sequence[str]) -> Endpoint:
@@ -96,4 +112,5 @@ ROUTES = [
     route("/v1/push/{source}/{event}", deliver, ["POST"]),
     route("/healthz", healthz, ["GET"]),
     route("/readyz", readyz, ["GET"]),
+    route("/metrics", metrics, ["GET"]),
 ]

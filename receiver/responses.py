@@ -21,18 +21,18 @@ def json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, st
     return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: RequestError) -> Response:
+def error_response(request: Request, exc: RequestError) -> Response:
+    """The JSON error body; the code and reason also go to the request's log line and metrics."""
+    outcome = getattr(request.state, "outcome", None)
+    if outcome is not None:
+        outcome.code, outcome.reason = exc.code, exc.message
     return json_response(exc.status, exc.body(), exc.headers())
 
 
 async def on_request_error(request: Request, exc: Exception) -> Response:
-    """A refusal the pipeline raised: answer with its code; the log says which request."""
+    """A refusal the pipeline raised."""
     assert isinstance(exc, RequestError)
-    log.info(
-        "receiver.request_refused",
-        extra={"path": request.url.path, "status": exc.status, "code": exc.code, "reason": exc.message},
-    )
-    return error_response(exc)
+    return error_response(request, exc)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -42,14 +42,19 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
         allow = (exc.headers or {}).get("Allow", "")
         methods = [m.strip() for m in allow.split(",") if m.strip()]
         msg = f"{request.method} is not allowed on {request.url.path}; use {', '.join(methods)}"
-        return error_response(MethodNotAllowedError(msg, methods))
+        return error_response(request, MethodNotAllowedError(msg, methods))
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"nothing is served at {request.url.path}; see the README"))
+        return error_response(
+            request, NotFoundError(f"nothing is served at {request.url.path}; see the README")
+        )
     return json_response(exc.status_code, {"code": "http_error", "message": exc.detail})
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     """A bug: log it with its traceback, answer 500 without details."""
     log.error("receiver.internal_error", exc_info=exc, extra={"path": request.url.path})
+    outcome = getattr(request.state, "outcome", None)
+    if outcome is not None:
+        outcome.code = "internal_error"
     body = {"code": "internal_error", "message": "the receiver failed unexpectedly; the error was logged"}
     return json_response(500, body)

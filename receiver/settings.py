@@ -114,7 +114,7 @@ class KafkaSettings(_Frozen):
     topic_prefix: TopicName = "iot"
     client_id: str = "iot-receiver"
     publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="ack wait before 503")
-    shutdown_timeout_seconds: float = Field(default=15.0, gt=0, le=300, description="flush wait on stop")
+    shutdown_timeout_seconds: float = Field(default=5.0, gt=0, le=300, description="flush wait on stop")
     linger_ms: int = Field(default=2, ge=0, le=1000)
     request_timeout_ms: int = Field(default=30000, ge=1000)
     max_batch_size: int = Field(default=1048576, ge=1024)
@@ -145,6 +145,15 @@ class ServerSettings(_Frozen):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a tty"
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0, gt=0, le=600, description="on SIGTERM, how long in-flight requests may take to finish"
+    )
+    drain_seconds: float = Field(
+        default=0.0, ge=0, le=120, description="on SIGTERM, keep serving this long with /readyz at 503 first"
+    )
 
 
 class Settings(BaseSettings):

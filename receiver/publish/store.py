@@ -73,6 +73,10 @@ def read_events(conn: sqlite3.Connection, after: int = 0, topic: str | None = No
         yield StoredEvent(seq, topic_, bytes(key), bytes(value), [tuple(h) for h in json.loads(headers)])
 
 
+def count_events(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
     return int(row[0])
@@ -89,10 +93,12 @@ class StorePublisher:
         self._conn: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.depth = 0  # events held in the store, for the store-depth metric
 
     async def __aenter__(self) -> Self:
         try:
             self._conn = await asyncio.to_thread(connect, self._path)
+            self.depth = await asyncio.to_thread(count_events, self._conn)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError([f"store.path: cannot open {self._path}: {exc}"]) from exc
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
@@ -127,8 +133,9 @@ class StorePublisher:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            rows = [r for records, _ in batch for r in records]
             try:
-                await asyncio.to_thread(self._write, [r for records, _ in batch for r in records])
+                await asyncio.to_thread(self._write, rows)
             except sqlite3.Error as exc:
                 error = StoreUnavailableError(
                     f"the event store could not write the event ({exc}); retry later"
@@ -138,6 +145,7 @@ class StorePublisher:
                         done.set_exception(error)
                     self._queue.task_done()
                 continue
+            self.depth += len(rows)
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)

@@ -1,0 +1,82 @@
+"""Prometheus metrics: one registry per app, label values from small fixed sets.
+
+Labels never carry a device id, a raw path or anything a sender can vary at will:
+a source id is kept only when it is configured, an event name only when its vendor
+knows it, everything else becomes ``_other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OTHER = "_other"
+NONE = "_none"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every series the receiver exports, bound to its own registry."""
+
+    def __init__(self, events_by_source: Mapping[str, Collection[str]]) -> None:
+        self._events = {source: frozenset(events) for source, events in events_by_source.items()}
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "receiver_requests_total",
+            "Requests answered, by source, event type, status and error code.",
+            ["source", "event", "status", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "receiver_request_duration_seconds",
+            "Time from request start to response, by source.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("receiver_requests_in_flight", "Requests being handled now.", registry=r)
+        self.auth_failures = Counter(
+            "receiver_auth_failures_total",
+            "Refused authentications, by source and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "receiver_publish_duration_seconds",
+            "Time from handing records to the publisher to their acknowledgement.",
+            ["publisher", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.published = Counter(
+            "receiver_events_published_total", "Records acknowledged, by topic.", ["topic"], registry=r
+        )
+        self.deadletters = Counter(
+            "receiver_deadletters_total", "Refused deliveries kept as dead letters, by source and code.",
+            ["source", "code"], registry=r,
+        )  # fmt: skip
+        self.pending = Gauge(
+            "receiver_publish_pending_records",
+            "Records handed to the producer and not yet acknowledged (the producer's buffer).",
+            registry=r,
+        )
+        self.store_depth = Gauge(
+            "receiver_store_depth_events", "Events held in the embedded store.", registry=r
+        )
+
+    def source_label(self, source: str | None) -> str:
+        if source is None:
+            return NONE
+        return source if source in self._events else OTHER
+
+    def event_label(self, source: str | None, event: str | None) -> str:
+        if event is None:
+            return NONE
+        known = self._events.get(source or "", frozenset())
+        return event if event in known else OTHER
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

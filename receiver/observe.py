@@ -1,0 +1,108 @@
+"""Per-request observation: request id, the canonical log line and the request metrics.
+
+An ASGI middleware around the whole app. Endpoints and error handlers fill in the
+request's ``Outcome`` (source, event, code, event id); when the response is done, one
+log line and the metrics are written from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from receiver.metrics import Metrics
+
+log = logging.getLogger("receiver.request")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+AUTH_CODES = frozenset({
+    "auth_required", "invalid_credentials", "invalid_token", "token_expired", "token_too_old",
+    "token_not_yet_valid", "token_lifetime_exceeded", "subject_mismatch",
+})  # fmt: skip
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the handlers learned about a request; read once the response is sent."""
+
+    request_id: str
+    source: str | None = None
+    event: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    event_id: str | None = None
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` when it is a sane token, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+    return uuid.uuid4().hex
+
+
+class ObserveRequests:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        outcome = Outcome(request_id(scope))
+        scope.setdefault("state", {})["outcome"] = outcome
+        status = 500
+        header = (b"x-request-id", outcome.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(scope, outcome, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, outcome: Outcome, status: int, seconds: float) -> None:
+        m = self.metrics
+        source = m.source_label(outcome.source)
+        code = outcome.code or ("ok" if status < 400 else f"http_{status}")
+        m.requests.labels(source, m.event_label(outcome.source, outcome.event), str(status), code).inc()
+        if outcome.source is not None:
+            m.request_seconds.labels(source).observe(seconds)
+        if code in AUTH_CODES:
+            m.auth_failures.labels(source, code).inc()
+        path = scope["path"]
+        level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
+        log.log(
+            level,
+            "receiver.request",
+            extra={
+                "request_id": outcome.request_id,
+                "method": scope["method"],
+                "path": path,
+                "source": outcome.source,
+                "event_type": outcome.event,
+                "status": status,
+                "code": code,
+                "reason": outcome.reason,
+                "event_id": outcome.event_id,
+                "latency_ms": round(seconds * 1000, 3),
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )

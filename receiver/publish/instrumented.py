@@ -1,0 +1,44 @@
+"""A publisher that records what passes through it: latency, acks by topic, dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from receiver.errors import UnavailableError
+from receiver.events import Record
+from receiver.metrics import Metrics
+from receiver.publish import Publisher
+
+
+class InstrumentedPublisher:
+    """Wraps any ``Publisher``; the wrapped one stays unaware of metrics."""
+
+    def __init__(self, inner: Publisher, metrics: Metrics, deadletter_topic: str) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._metrics = metrics
+        self._deadletter_topic = deadletter_topic
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        m = self._metrics
+        m.pending.inc(len(records))
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            await self._inner.publish(records)
+            outcome = "acked"
+        except UnavailableError:
+            outcome = "unavailable"
+            raise
+        finally:
+            m.pending.dec(len(records))
+            m.publish_seconds.labels(self.name, outcome).observe(time.perf_counter() - started)
+        for record in records:
+            m.published.labels(record.topic).inc()
+            if record.topic == self._deadletter_topic:
+                code = dict(record.headers).get("error_code", b"").decode()
+                m.deadletters.labels(m.source_label(record.key.decode()), code).inc()
+
+    async def check(self) -> str | None:
+        return await self._inner.check()
