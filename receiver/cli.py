@@ -155,13 +155,9 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a signed JWT for trying a deployment")
     token.add_argument("--key", type=Path, required=True, help="private key PEM")
-    token.add_argument(
-        "--sub", required=True, help="the customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io"
-    )
+    token.add_argument("--sub", required=True, help="the customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io")
     token.add_argument("--ttl", type=int, default=300, help="seconds until exp (default 300)")
-    token.add_argument(
-        "--alg", default="RS256", choices=["RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"]
-    )
+    token.add_argument("--alg", default="RS256", choices=["RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"])
     token.set_defaults(run=cmd_token)
 
     events = sub.add_parser("events", help="read the embedded event store")

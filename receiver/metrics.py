@@ -63,9 +63,7 @@ class Metrics:
             "Records handed to the producer and not yet acknowledged (the producer's buffer).",
             registry=r,
         )
-        self.store_depth = Gauge(
-            "receiver_store_depth_events", "Events held in the embedded store.", registry=r
-        )
+        self.store_depth = Gauge("receiver_store_depth_events", "Events held in the embedded store.", registry=r)
 
     def source_label(self, source: str | None) -> str:
         if source is None:

@@ -44,9 +44,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
         msg = f"{request.method} is not allowed on {request.url.path}; use {', '.join(methods)}"
         return error_response(request, MethodNotAllowedError(msg, methods))
     if exc.status_code == 404:
-        return error_response(
-            request, NotFoundError(f"nothing is served at {request.url.path}; see the README")
-        )
+        return error_response(request, NotFoundError(f"nothing is served at {request.url.path}; see the README"))
     return json_response(exc.status_code, {"code": "http_error", "message": exc.detail})
 
 

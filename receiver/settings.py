@@ -145,9 +145,7 @@ class ServerSettings(_Frozen):
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = Field(
-        default="auto", description="auto: console on a tty"
-    )
+    log_format: Literal["auto", "json", "console"] = Field(default="auto", description="auto: console on a tty")
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, le=600, description="on SIGTERM, how long in-flight requests may take to finish"
     )
@@ -159,9 +157,7 @@ class ServerSettings(_Frozen):
 class Settings(BaseSettings):
     """The whole configuration, frozen once loaded."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RECEIVER_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     server: ServerSettings = ServerSettings()
     kafka: KafkaSettings = KafkaSettings()

@@ -46,7 +46,5 @@ def validate(vendor: Vendor, delivery: Delivery) -> BaseModel:
         if any(e["type"] == "json_invalid" for e in errors):
             msg = "the body is not valid JSON"
         else:
-            msg = f"the body does not match the {delivery.event} schema: " + ", ".join(
-                e["loc"] for e in errors
-            )
+            msg = f"the body does not match the {delivery.event} schema: " + ", ".join(e["loc"] for e in errors)
         raise InvalidPayloadError(msg, errors) from exc

@@ -126,9 +126,7 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(
-    tenant_key: KeyPair, other_key: KeyPair, password_file: Path, tmp_path: Path
-) -> SettingsFactory:
+def make_settings(tenant_key: KeyPair, other_key: KeyPair, password_file: Path, tmp_path: Path) -> SettingsFactory:
     """Settings with customer47 (JWT + Basic) and customer48 (JWT), built without the environment."""
 
     def build(kafka: dict[str, Any] | None = None, **overrides: Any) -> Settings:

@@ -50,9 +50,7 @@ def test_keygen_then_token_verifies(tmp_path: Path, capsys: pytest.CaptureFixtur
     token = capsys.readouterr().out.strip()
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "RS256"
-    verifier = JwtVerifier.from_settings(
-        JwtAuthSettings(type="jwt", public_keys=[tmp_path / "public.pem"]), DOMAIN
-    )
+    verifier = JwtVerifier.from_settings(JwtAuthSettings(type="jwt", public_keys=[tmp_path / "public.pem"]), DOMAIN)
     principal = verifier.verify(token, time.time())
     assert principal.name == DOMAIN
     assert principal.claims["exp"] - principal.claims["iat"] == 600
@@ -111,16 +109,12 @@ def test_events_tail_prints_stored_events(tmp_path: Path, capsys: pytest.Capture
     main(["keygen", "--out", str(tmp_path / "k")])
     config = write_config(tmp_path, tmp_path / "k" / "public.pem")
     with TestClient(create_app(load_settings(config, environ=False))) as client:
-        response = client.post(
-            "/v1/callbacks/customer47/message", json=message_body(), auth=("iotcomms", "pw")
-        )
+        response = client.post("/v1/callbacks/customer47/message", json=message_body(), auth=("iotcomms", "pw"))
         assert response.status_code == 200
     capsys.readouterr()
     assert main(["events", "tail", "--store", str(tmp_path / "events.db")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(line["topic"], line["event"]["id"]) for line in lines] == [
-        ("iot.iotcomms.message", response.json()["id"])
-    ]
+    assert [(line["topic"], line["event"]["id"]) for line in lines] == [("iot.iotcomms.message", response.json()["id"])]
 
 
 def test_events_tail_without_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,9 +103,7 @@ def test_oversized_body_without_content_length(store_client: TestClient) -> None
         for _ in range(100):
             yield b"x" * 1024
 
-    response = store_client.post(
-        URL, content=chunks(), auth=AUTH, headers={"Content-Type": "application/json"}
-    )
+    response = store_client.post(URL, content=chunks(), auth=AUTH, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
 

@@ -31,13 +31,9 @@ URL = "/v1/callbacks/customer47/message"
 
 
 @pytest.fixture
-def kafka_client(
-    kafka_broker: Broker, make_settings: SettingsFactory, topic_prefix: str
-) -> Iterator[TestClient]:
+def kafka_client(kafka_broker: Broker, make_settings: SettingsFactory, topic_prefix: str) -> Iterator[TestClient]:
     """The app publishing to the session's broker, waited on until it is ready."""
-    settings = make_settings(
-        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix}
-    )
+    settings = make_settings(kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix})
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
@@ -88,9 +84,7 @@ def test_signed_callback_becomes_one_record(
     assert event["data"] == body  # replyId verbatim, unknown fields kept
 
 
-def test_basic_auth_callback_is_published(
-    kafka_client: TestClient, kafka_broker: Broker, topic_prefix: str
-) -> None:
+def test_basic_auth_callback_is_published(kafka_client: TestClient, kafka_broker: Broker, topic_prefix: str) -> None:
     """The source's second method, Basic, also gets a callback to Kafka."""
     response = kafka_client.post(
         "/v1/callbacks/customer47/newCall", json={"sessionId": "s-1"}, auth=("iotcomms", BASIC_PASSWORD)
@@ -103,9 +97,7 @@ def test_basic_auth_callback_is_published(
 def test_vendor_retry_gets_the_same_id(kafka_client: TestClient, tenant_key: KeyPair) -> None:
     """The same delivery posted twice (even with a fresh token) carries the same event id."""
     first = kafka_client.post(URL, json=message_body(), headers=bearer(tenant_key.token(claims())))
-    second = kafka_client.post(
-        URL, json=message_body(), headers=bearer(tenant_key.token(claims(iat_offset=-5)))
-    )
+    second = kafka_client.post(URL, json=message_body(), headers=bearer(tenant_key.token(claims(iat_offset=-5))))
     other = kafka_client.post(URL, json=message_body(body="x"), headers=bearer(tenant_key.token(claims())))
     assert first.status_code == second.status_code == other.status_code == 200
     assert first.json()["id"] == second.json()["id"] != other.json()["id"]
@@ -156,59 +148,43 @@ INVALID = [
         "invalid_token",
         id="hs256-with-public-key",
     ),
-    pytest.param(
-        _token(lambda t, o: t.token(claims(iat_offset=-600, ttl=300))), 401, "token_expired", id="expired"
-    ),
+    pytest.param(_token(lambda t, o: t.token(claims(iat_offset=-600, ttl=300))), 401, "token_expired", id="expired"),
     pytest.param(
         _token(lambda t, o: t.token(claims(iat_offset=-3700, ttl=None))),
         401,
         "token_too_old",
         id="iat-too-old",
     ),
-    pytest.param(
-        _token(lambda t, o: t.token(claims(iat_offset=600))), 401, "token_not_yet_valid", id="iat-in-future"
-    ),
+    pytest.param(_token(lambda t, o: t.token(claims(iat_offset=600))), 401, "token_not_yet_valid", id="iat-in-future"),
     pytest.param(
         _token(lambda t, o: t.token(claims(ttl=5401))),
         401,
         "token_lifetime_exceeded",
         id="lifetime-over-90-min",
     ),
-    pytest.param(
-        _token(lambda t, o: t.token(claims(sub=OTHER_DOMAIN))), 401, "subject_mismatch", id="wrong-sub"
-    ),
+    pytest.param(_token(lambda t, o: t.token(claims(sub=OTHER_DOMAIN))), 401, "subject_mismatch", id="wrong-sub"),
     pytest.param(_token(lambda t, o: t.token({"sub": DOMAIN})), 401, "invalid_token", id="no-iat"),
     pytest.param(
         _token(lambda t, o: o.token(claims(sub=OTHER_DOMAIN))), 401, "invalid_token", id="other-tenants-token"
     ),
-    pytest.param(
-        _post(auth=("iotcomms", "wrong-password")), 401, "invalid_credentials", id="basic-wrong-password"
-    ),
+    pytest.param(_post(auth=("iotcomms", "wrong-password")), 401, "invalid_credentials", id="basic-wrong-password"),
     pytest.param(_post(auth=("someone", BASIC_PASSWORD)), 401, "invalid_credentials", id="basic-wrong-user"),
-    pytest.param(
-        _token(lambda t, o: "wrong", auth=None), 401, "invalid_token", id="wrong-bearer-no-fallthrough"
-    ),
+    pytest.param(_token(lambda t, o: "wrong", auth=None), 401, "invalid_token", id="wrong-bearer-no-fallthrough"),
     pytest.param(
         _token(_valid, json=None, content=b'{"from": ', headers_extra={"Content-Type": "application/json"}),
         422,
         "invalid_payload",
         id="malformed-json",
     ),
-    pytest.param(
-        _token(_valid, json=message_body(to=5, replyId=None)), 422, "invalid_payload", id="invalid-fields"
-    ),
+    pytest.param(_token(_valid, json=message_body(to=5, replyId=None)), 422, "invalid_payload", id="invalid-fields"),
     pytest.param(
         _token(_valid, json=None, content=b"from=a", headers_extra={"Content-Type": "text/plain"}),
         415,
         "unsupported_media_type",
         id="wrong-content-type",
     ),
-    pytest.param(
-        _token(_valid, json=message_body(body="x" * 5000)), 413, "payload_too_large", id="body-over-limit"
-    ),
-    pytest.param(
-        _token(_valid, url="/v1/callbacks/nosuchsource/message"), 404, "unknown_source", id="unknown-source"
-    ),
+    pytest.param(_token(_valid, json=message_body(body="x" * 5000)), 413, "payload_too_large", id="body-over-limit"),
+    pytest.param(_token(_valid, url="/v1/callbacks/nosuchsource/message"), 404, "unknown_source", id="unknown-source"),
     pytest.param(
         _token(_valid, url="/v1/callbacks/customer47/noSuchCallback"),
         404,
@@ -293,20 +269,14 @@ def test_stopped_broker_gives_503_and_acknowledges_nothing_unwritten(
             wait_ready(client)
             accepted = []
             for n in range(3):
-                response = client.post(
-                    URL, json=message_body(body=f"m{n}"), headers=bearer(tenant_key.token(claims()))
-                )
+                response = client.post(URL, json=message_body(body=f"m{n}"), headers=bearer(tenant_key.token(claims())))
                 assert response.status_code == 200, response.text
                 accepted.append(response.json()["id"])
-            written = {
-                json.loads(r.value)["id"] for r in read_topic(broker, f"{topic_prefix}.iotcomms.message")
-            }
+            written = {json.loads(r.value)["id"] for r in read_topic(broker, f"{topic_prefix}.iotcomms.message")}
             assert set(accepted) <= written
 
             broker.stop()
-            response = client.post(
-                URL, json=message_body(body="late"), headers=bearer(tenant_key.token(claims()))
-            )
+            response = client.post(URL, json=message_body(body="late"), headers=bearer(tenant_key.token(claims())))
             assert response.status_code == 503
             assert response.json()["code"] == "kafka_unavailable"
             assert int(response.headers["Retry-After"]) > 0

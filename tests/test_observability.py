@@ -43,16 +43,12 @@ def test_metrics_count_the_traffic(store_client: TestClient) -> None:
     found = samples(store_client)
     req = "receiver_requests_total"
     assert value(found, req, source="customer47", event="message", status="200", code="ok") == 3
-    assert (
-        value(found, req, source="customer47", event="message", status="401", code="invalid_credentials") == 1
-    )
+    assert value(found, req, source="customer47", event="message", status="401", code="invalid_credentials") == 1
     assert value(found, req, source="customer47", event="message", status="422", code="invalid_payload") == 1
     # Unknown sources and events collapse into one label value: no cardinality from senders.
     assert value(found, req, source="_other", event="_other", status="404", code="unknown_source") == 1
     assert value(found, req, source="customer47", event="_other", status="404", code="unknown_event") == 1
-    assert (
-        value(found, "receiver_auth_failures_total", source="customer47", reason="invalid_credentials") == 1
-    )
+    assert value(found, "receiver_auth_failures_total", source="customer47", reason="invalid_credentials") == 1
     assert value(found, "receiver_events_published_total", topic="iot.iotcomms.message") == 3
     assert value(found, "receiver_deadletters_total", source="customer47", code="invalid_payload") == 1
     assert value(found, "receiver_deadletters_total", source="customer47", code="unknown_event") == 1

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-
 from kafka_broker import Broker, free_port
+
 from tests.conftest import DOMAIN, KeyPair, claims, message_body, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -114,7 +114,7 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
             accepted, refused, failed = await load
             return accepted, refused, failed, ready.status_code
 
-        accepted, refused, failed, ready_status = asyncio.run(scenario())
+        accepted, _refused, failed, ready_status = asyncio.run(scenario())
         assert ready_status == 503  # draining: still listening, no longer ready
         # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
@@ -124,9 +124,7 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
     log = (tmp_path / "receiver.log").read_text()
     assert accepted, f"no request was accepted before shutdown:\n{log[-3000:]}"
     assert failed > 0, "the load did not run past the shutdown"
-    written = {
-        json.loads(r.value)["id"] for r in read_topic(kafka_broker, f"{topic_prefix}.iotcomms.message")
-    }
+    written = {json.loads(r.value)["id"] for r in read_topic(kafka_broker, f"{topic_prefix}.iotcomms.message")}
     missing = set(accepted) - written
     assert not missing, f"{len(missing)} of {len(accepted)} acknowledged events are not in Kafka"
     assert "receiver stopped" in log

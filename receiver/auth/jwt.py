@@ -76,9 +76,7 @@ class TimePolicy:
         """Raise the ``InvalidTokenError`` subclass that names the first broken rule."""
         iat = _numeric(claims, "iat")
         if iat is None:
-            raise InvalidTokenError(
-                "the token has no `iat` claim; set it to the signing time in Unix seconds"
-            )
+            raise InvalidTokenError("the token has no `iat` claim; set it to the signing time in Unix seconds")
         exp = _numeric(claims, "exp")
         nbf = _numeric(claims, "nbf")
         if exp is None and self.require_exp:
@@ -137,9 +135,7 @@ class JwtVerifier:
         policy: TimePolicy,
     ) -> None:
         self._algorithms = frozenset(algorithms)
-        self._keys_by_alg = {
-            alg: [k for k in keys if isinstance(k, _KEY_TYPES[alg[:2]])] for alg in self._algorithms
-        }
+        self._keys_by_alg = {alg: [k for k in keys if isinstance(k, _KEY_TYPES[alg[:2]])] for alg in self._algorithms}
         self._subject = subject
         self._policy = policy
         self._decoder = jwt.PyJWT()
@@ -186,9 +182,7 @@ class JwtVerifier:
             raise InvalidTokenError(msg)
         for key in self._keys_by_alg[alg]:
             try:
-                claims: dict[str, Any] = self._decoder.decode(
-                    token, key, algorithms=[alg], options=_SIGNATURE_ONLY
-                )
+                claims: dict[str, Any] = self._decoder.decode(token, key, algorithms=[alg], options=_SIGNATURE_ONLY)
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidTokenError as exc:

@@ -75,9 +75,7 @@ class KafkaPublisher:
                 async with asyncio.timeout(self._settings.shutdown_timeout_seconds):
                     await self._producer.stop()
             except TimeoutError:
-                log.exception(
-                    "kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds
-                )
+                log.exception("kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds)
 
     async def _connect(self, producer: AIOKafkaProducer) -> None:
         """Start the producer, retrying with capped exponential backoff until it connects."""
@@ -108,14 +106,10 @@ class KafkaPublisher:
         timeout = self._settings.publish_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
-                acks = [
-                    await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records
-                ]
+                acks = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
                 await asyncio.gather(*acks)
         except TimeoutError as exc:
-            msg = (
-                f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
-            )
+            msg = f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
             log.warning("kafka publish timed out after %gs", timeout)
             raise KafkaUnavailableError(msg) from exc
         except KafkaError as exc:

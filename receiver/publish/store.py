@@ -137,9 +137,7 @@ class StorePublisher:
             try:
                 await asyncio.to_thread(self._write, rows)
             except sqlite3.Error as exc:
-                error = StoreUnavailableError(
-                    f"the event store could not write the event ({exc}); retry later"
-                )
+                error = StoreUnavailableError(f"the event store could not write the event ({exc}); retry later")
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(error)
@@ -154,10 +152,7 @@ class StorePublisher:
     def _write(self, records: list[Record]) -> None:
         assert self._conn is not None
         now = time.time()
-        rows = [
-            (r.topic, r.key, r.value, json.dumps([(k, v.decode()) for k, v in r.headers]), now)
-            for r in records
-        ]
+        rows = [(r.topic, r.key, r.value, json.dumps([(k, v.decode()) for k, v in r.headers]), now) for r in records]
         with self._conn:  # one transaction, committed (and fsynced) on exit
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(
