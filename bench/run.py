@@ -184,9 +184,7 @@ def http_call(
         conn.close()
 
 
-def wait_for(
-    server: Server, port: int, *, method: str, path: str, body: bytes | None, timeout: float
-) -> None:
+def wait_for(server: Server, port: int, *, method: str, path: str, body: bytes | None, timeout: float) -> None:
     """Poll until ``method path`` answers 200: the receiver's /readyz needs a connected producer."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
@@ -201,9 +199,7 @@ def wait_for(
                 return
             last = f"{status} {answer.decode(errors='replace')[:300]}"
         time.sleep(0.25)
-    msg = (
-        f"{server.name} was not ready within {timeout:.0f}s ({method} {path}: {last}); log:\n{server.tail()}"
-    )
+    msg = f"{server.name} was not ready within {timeout:.0f}s ({method} {path}: {last}); log:\n{server.tail()}"
     raise BenchError(msg)
 
 
@@ -239,9 +235,7 @@ def ensure_wrk() -> str | None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, env=env, timeout=300)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True, env=env, timeout=300
-        )
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True, env=env, timeout=300)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         say(f"apt-get could not install wrk ({exc}); using the Python load generator")
         return None
@@ -285,6 +279,9 @@ def run_wrk(
         msg = f"wrk failed (exit {result.returncode}) against {target.url}:\n{result.stdout}{result.stderr}"
         raise BenchError(msg)
     s: dict[str, Any] = json.loads(line.removeprefix("BENCH_SUMMARY "))
+    if s["duration_us"] < 0.9 * seconds * 1e6:  # wrk stops early, with a normal summary, on SIGINT
+        msg = f"wrk stopped after {s['duration_us'] / 1e6:.1f} s of {seconds:g} s; was it interrupted?"
+        raise BenchError(msg)
     return LoadResult(
         requests=int(s["requests"]),
         non_2xx=int(s["status"]),  # wrk counts statuses above 399; this app never answers 1xx/3xx
@@ -311,9 +308,7 @@ def _http_client() -> Any:
     raise BenchError("neither wrk nor httpx2/httpx is available: run `uv sync` or install wrk")
 
 
-async def _python_load(
-    target: Target, connections: int, seconds: float, request_timeout: float
-) -> LoadResult:
+async def _python_load(target: Target, connections: int, seconds: float, request_timeout: float) -> LoadResult:
     """The fallback: ``connections`` keep-alive clients in a closed loop, per-request latency."""
     httpx = _http_client()
 
@@ -364,10 +359,7 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
     finally:
         await admin.close()
     return sorted(
-        p["partition"]
-        for t in described
-        if t["topic"] == topic and t["error_code"] == 0
-        for p in t["partitions"]
+        p["partition"] for t in described if t["topic"] == topic and t["error_code"] == 0 for p in t["partitions"]
     )
 
 
@@ -384,7 +376,11 @@ async def _kafka_counts(bootstrap: str, topic: str, event_id: str) -> tuple[int,
         if not tps:
             return 0, 0, 0
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="receiver-bench"
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="receiver-bench",
         )
         await consumer.start()
         try:
@@ -392,7 +388,8 @@ async def _kafka_counts(bootstrap: str, topic: str, event_id: str) -> tuple[int,
             first = await consumer.beginning_offsets(tps)
             last = await consumer.end_offsets(tps)
             by_offsets = sum(last[tp] - first[tp] for tp in tps)
-            await consumer.seek_to_beginning(*tps)
+            for tp in tps:  # an explicit offset, set now: no background reset can race the reads below
+                consumer.seek(tp, first[tp])
             read = matching = 0
             expected = event_id.encode()
             pending = [tp for tp in tps if last[tp] > first[tp]]
@@ -412,9 +409,7 @@ def make_keys_and_token(workdir: Path) -> tuple[Path, str]:
     """Key pair and token come from the receiver's own CLI, exactly as an operator would make them."""
     keys = workdir / "keys"
     cli = [sys.executable, "-m", "receiver"]
-    subprocess.run(
-        [*cli, "keygen", "--out", str(keys)], check=True, capture_output=True, timeout=60, cwd=ROOT
-    )
+    subprocess.run([*cli, "keygen", "--out", str(keys)], check=True, capture_output=True, timeout=60, cwd=ROOT)
     token = subprocess.run(
         [*cli, "token", "--key", str(keys / "private.pem"), "--sub", DOMAIN, "--ttl", "3000"],
         check=True,
@@ -461,9 +456,7 @@ def print_table(results: dict[str, LoadResult]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (32)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per target (10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first (3)")
@@ -471,9 +464,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds (10)")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /readyz (60)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temp dir (config, keys, logs, broker data)"
-    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, keys, logs, broker data)")
     args = parser.parse_args(argv)
     if args.connections < args.threads or args.threads < 1:
         parser.error("--connections must be at least --threads, and --threads at least 1")
@@ -487,7 +478,10 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     wrk = None if args.loadgen == "python" else ensure_wrk()
     if wrk is None and args.loadgen == "wrk":
         raise BenchError("--loadgen wrk, but wrk is not available")
-    loadgen = f"wrk {wrk_version(wrk)}, {args.threads} thread(s)" if wrk else "python httpx (fallback)"
+    if wrk is not None:
+        loadgen = f"wrk {wrk_version(wrk)}, {args.threads} thread(s)"
+    else:
+        loadgen = f"python {_http_client().__name__} (fallback; the generator itself limits throughput)"
     v = versions()
     say(
         f"settings: {loadgen}, {args.connections} connections, {args.duration:g} s measured after"
@@ -586,9 +580,7 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     say()
     answered = sum(receiver_2xx.values())
     parts = " + ".join(f"{k} {n}" for k, n in receiver_2xx.items())
-    say(
-        f"kafka topic {TOPIC}: {read} records read, {by_offsets} by offsets, {matching} with ce_id {event_id}"
-    )
+    say(f"kafka topic {TOPIC}: {read} records read, {by_offsets} by offsets, {matching} with ce_id {event_id}")
     say(f"receiver 2xx answers counted by the load generator: {answered} ({parts})")
     ok = matching >= answered and by_offsets >= answered
     verdict = "OK, every 2xx answer has its record" if ok else "FAILED, fewer records than 2xx answers"
@@ -602,6 +594,9 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C raises KeyboardInterrupt even when started with SIGINT ignored (a background job), and
+    # SIGTERM does the same, so the finally block below always stops what was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
     broker = kafka_broker.Broker(workdir=workdir / "kafka")

@@ -10,9 +10,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.requests import Request
+from pydantic_core import to_json as json_bytes
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from receiver.errors import PayloadTooLargeError
 from receiver.events import Delivery
@@ -27,41 +29,69 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
     too_large = f"the body is larger than {limit} bytes; split it or raise server.max_body_bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(too_large)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(too_large)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def deliver(request: Request) -> Response:
-    """A vendor callback or push message: answered 200 only after the event is durable."""
-    received_at = time.time()
-    pipeline: Pipeline = request.state.pipeline
-    outcome: Outcome = request.state.outcome
-    outcome.source = request.path_params["source"]
-    outcome.event = request.path_params.get("event", PUSH_EVENT)
-    body = await read_body(request, request.state.max_body_bytes)
-    delivery = Delivery(
-        source_id=outcome.source,
-        event=outcome.event,
-        body=body,
-        content_type=request.headers.get("content-type", ""),
-        authorization=request.headers.get("authorization"),
-        received_at=received_at,
-    )
-    accepted = await pipeline.process(delivery)
-    outcome.event_id = accepted.event_id
-    return json_response(200, {"id": accepted.event_id})
+class Deliver:
+    """A vendor callback or push message: answered 200 only after the event is durable.
+
+    A raw ASGI endpoint, because this is the hot path: no Request or Response objects,
+    the headers scanned once. Refusals are raised and answered by the app's handlers.
+    """
+
+    allow = "OPTIONS, POST"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"allow", self.allow.encode())]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        received_at = time.time()
+        state = scope["state"]
+        outcome: Outcome = state["outcome"]
+        params = scope["path_params"]
+        outcome.source = source = params["source"]
+        outcome.event = event = params.get("event", PUSH_EVENT)
+        headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"])
+        authorization = headers.get(b"authorization")
+        delivery = Delivery(
+            source_id=source,
+            event=event,
+            body=body,
+            content_type=headers.get(b"content-type", b"").decode("latin-1"),
+            authorization=None if authorization is None else authorization.decode("latin-1"),
+            received_at=received_at,
+        )
+        pipeline: Pipeline = state["pipeline"]
+        accepted = await pipeline.process(delivery)
+        outcome.event_id = accepted.event_id
+        answer = json_bytes({"id": accepted.event_id})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
 
 
 async def healthz(request: Request) -> Response:
@@ -107,9 +137,9 @@ def route(path: str, endpoint: Endpoint, methods: Sequence[str]) -> Route:
 
 
 ROUTES = [
-    route("/v1/callbacks/{source}/{event}", deliver, ["POST"]),
-    route("/v1/push/{source}", deliver, ["POST"]),
-    route("/v1/push/{source}/{event}", deliver, ["POST"]),
+    Route("/v1/callbacks/{source}/{event}", Deliver(), methods=["POST", "OPTIONS"]),
+    Route("/v1/push/{source}", Deliver(), methods=["POST", "OPTIONS"]),
+    Route("/v1/push/{source}/{event}", Deliver(), methods=["POST", "OPTIONS"]),
     route("/healthz", healthz, ["GET"]),
     route("/readyz", readyz, ["GET"]),
     route("/metrics", metrics, ["GET"]),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import to_json as json_bytes
 
 SPECVERSION = "1.0"
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -50,7 +51,7 @@ class CloudEvent:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        return json_bytes(self.to_dict())
 
 
 @dataclass(frozen=True, slots=True)

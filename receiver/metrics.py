@@ -8,6 +8,7 @@ knows it, everything else becomes ``_other``.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -37,7 +38,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("receiver_requests_in_flight", "Requests being handled now.", registry=r)
+        # Plain counters read at scrape time: the event loop is one thread, so the request
+        # path needs no lock for them.
+        self.in_flight = 0
+        self.pending = 0
+        Gauge("receiver_requests_in_flight", "Requests being handled now.", registry=r).set_function(
+            lambda: self.in_flight
+        )
         self.auth_failures = Counter(
             "receiver_auth_failures_total",
             "Refused authentications, by source and reason.",
@@ -58,12 +65,44 @@ class Metrics:
             "receiver_deadletters_total", "Refused deliveries kept as dead letters, by source and code.",
             ["source", "code"], registry=r,
         )  # fmt: skip
-        self.pending = Gauge(
+        Gauge(
             "receiver_publish_pending_records",
             "Records handed to the producer and not yet acknowledged (the producer's buffer).",
             registry=r,
-        )
+        ).set_function(lambda: self.pending)
+        self._request_children: dict[tuple[str, str, int, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._published_children: dict[str, Any] = {}
+        self._publish_children: dict[tuple[str, str], Any] = {}
         self.store_depth = Gauge("receiver_store_depth_events", "Events held in the embedded store.", registry=r)
+
+    # Children of labelled metrics, kept because ``labels()`` costs microseconds per call
+    # on the request path; the label sets are bounded, so these dicts are too.
+    def count_request(self, source: str, event: str, status: int, code: str) -> None:
+        key = (source, event, status, code)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(source, event, str(status), code)
+        child.inc()
+
+    def observe_request(self, source: str, seconds: float) -> None:
+        child = self._latency_children.get(source)
+        if child is None:
+            child = self._latency_children[source] = self.request_seconds.labels(source)
+        child.observe(seconds)
+
+    def count_published(self, topic: str, count: int = 1) -> None:
+        child = self._published_children.get(topic)
+        if child is None:
+            child = self._published_children[topic] = self.published.labels(topic)
+        child.inc(count)
+
+    def observe_publish(self, publisher: str, outcome: str, seconds: float) -> None:
+        key = (publisher, outcome)
+        child = self._publish_children.get(key)
+        if child is None:
+            child = self._publish_children[key] = self.publish_seconds.labels(publisher, outcome)
+        child.observe(seconds)
 
     def source_label(self, source: str | None) -> str:
         if source is None:

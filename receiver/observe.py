@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +46,7 @@ def request_id(scope: Scope) -> str:
             text: str = value.decode("latin-1")
             if _REQUEST_ID.match(text):
                 return text
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 class ObserveRequests:
@@ -71,24 +71,26 @@ class ObserveRequests:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
             self._record(scope, outcome, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, outcome: Outcome, status: int, seconds: float) -> None:
         m = self.metrics
         source = m.source_label(outcome.source)
         code = outcome.code or ("ok" if status < 400 else f"http_{status}")
-        m.requests.labels(source, m.event_label(outcome.source, outcome.event), str(status), code).inc()
+        m.count_request(source, m.event_label(outcome.source, outcome.event), status, code)
         if outcome.source is not None:
-            m.request_seconds.labels(source).observe(seconds)
+            m.observe_request(source, seconds)
         if code in AUTH_CODES:
             m.auth_failures.labels(source, code).inc()
         path = scope["path"]
         level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         log.log(
             level,
             "receiver.request",

@@ -115,7 +115,7 @@ class KafkaSettings(_Frozen):
     client_id: str = "iot-receiver"
     publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="ack wait before 503")
     shutdown_timeout_seconds: float = Field(default=5.0, gt=0, le=300, description="flush wait on stop")
-    linger_ms: int = Field(default=2, ge=0, le=1000)
+    linger_ms: int = Field(default=0, ge=0, le=1000, description="0: batch only what queues while a send is in flight")
     request_timeout_ms: int = Field(default=30000, ge=1000)
     max_batch_size: int = Field(default=1048576, ge=1024)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None

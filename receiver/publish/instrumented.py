@@ -22,7 +22,7 @@ class InstrumentedPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         m = self._metrics
-        m.pending.inc(len(records))
+        m.pending += len(records)
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -32,10 +32,10 @@ class InstrumentedPublisher:
             outcome = "unavailable"
             raise
         finally:
-            m.pending.dec(len(records))
-            m.publish_seconds.labels(self.name, outcome).observe(time.perf_counter() - started)
+            m.pending -= len(records)
+            m.observe_publish(self.name, outcome, time.perf_counter() - started)
         for record in records:
-            m.published.labels(record.topic).inc()
+            m.count_published(record.topic)
             if record.topic == self._deadletter_topic:
                 code = dict(record.headers).get("error_code", b"").decode()
                 m.deadletters.labels(m.source_label(record.key.decode()), code).inc()

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 
 from receiver.errors import ConfigError, KafkaUnavailableError
 from receiver.events import Record
+from receiver.publish.partitioner import partition_for
 from receiver.settings import KafkaSettings
 
 log = logging.getLogger("receiver.publish")
@@ -51,6 +52,7 @@ class KafkaPublisher:
             max_batch_size=s.max_batch_size,
             request_timeout_ms=s.request_timeout_ms,
             compression_type=s.compression_type,
+            partitioner=partition_for,
         )
 
     async def __aenter__(self) -> Self:
