@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
+from pydantic_core import to_json as json_bytes
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,6 +18,7 @@ from receiver.errors import RequestError
 from receiver.logs import configure_logging
 from receiver.metrics import Metrics
 from receiver.observe import ObserveRequests
+from receiver.openapi import build_openapi
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher, open_publisher
 from receiver.publish.instrumented import InstrumentedPublisher
@@ -35,6 +37,7 @@ class State(TypedDict):
     publisher: Publisher
     metrics: Metrics
     drain: Drain
+    openapi: bytes
     max_body_bytes: int
 
 
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     sources = build_sources(settings)
     metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
     prefix = settings.kafka.topic_prefix
+    openapi = json_bytes(build_openapi(sources))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -60,6 +64,7 @@ def create_app(settings: Settings) -> Starlette:
                     publisher=publisher,
                     metrics=metrics,
                     drain=drain,
+                    openapi=openapi,
                     max_body_bytes=settings.server.max_body_bytes,
                 )
             log.info("receiver stopping: flushing the publisher")

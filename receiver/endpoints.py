@@ -113,6 +113,12 @@ async def readyz(request: Request) -> Response:
     return json_response(200, {"status": "ready", "checks": checks})
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI document of this configuration, generated at startup."""
+    document: bytes = request.state.openapi
+    return Response(document, media_type="application/json")
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this process's metrics."""
     registry: Metrics = request.state.metrics
@@ -143,4 +149,5 @@ ROUTES = [
     route("/healthz", healthz, ["GET"]),
     route("/readyz", readyz, ["GET"]),
     route("/metrics", metrics, ["GET"]),
+    route("/openapi.json", openapi, ["GET"]),
 ]

@@ -25,7 +25,8 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   └── InvalidPayloadError         422 invalid_payload     (carries the field errors)
     └── UnavailableError                503 (carries ``Retry-After``)
         ├── NotReadyError               503 not_ready           config or producer not up yet
-        └── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
+        ├── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
+        └── StoreUnavailableError       503 store_unavailable   the embedded store could not commit
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RequestError(ReceiverError):
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    abstract: ClassVar[bool] = True  # a family, never raised as itself; subclasses do not inherit the mark
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -90,6 +92,7 @@ class AuthError(RequestError):
     """Authentication failed; the body stays generic, the reason goes to the log."""
 
     status, code = 401, "auth_failed"
+    abstract = True
     challenge: str = 'Bearer realm="receiver"'
 
     def headers(self) -> Mapping[str, str]:
@@ -159,6 +162,7 @@ class UnavailableError(RequestError):
     """The receiver cannot take the request now; the sender should retry later."""
 
     status, code = 503, "unavailable"
+    abstract = True
     retry_after: int = 5
 
     def headers(self) -> Mapping[str, str]:
@@ -171,3 +175,7 @@ class NotReadyError(UnavailableError):
 
 class KafkaUnavailableError(UnavailableError):
     code = "kafka_unavailable"
+
+
+class StoreUnavailableError(UnavailableError):
+    code = "store_unavailable"

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from receiver.errors import ConfigError, UnavailableError
+from receiver.errors import ConfigError, StoreUnavailableError
 from receiver.events import Record
 
 _SCHEMA = """
@@ -33,10 +33,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_topic ON events (topic, seq);
 """
-
-
-class StoreUnavailableError(UnavailableError):
-    code = "store_unavailable"
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

@@ -1,0 +1,193 @@
+"""The OpenAPI 3.1 description of the running receiver, generated from the code.
+
+Nothing here is written by hand twice: request bodies are the vendors' pydantic models,
+error codes and statuses come from the ``errors`` tree, auth schemes from the
+configured sources, paths from the route table's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from receiver import __version__
+from receiver.errors import RequestError
+from receiver.settings import BasicAuthSettings, JwtAuthSettings
+from receiver.sources import Source
+
+_REF = "#/components/schemas/{model}"
+_NOT_ON_DELIVERY = {"not_ready", "not_found", "method_not_allowed"}
+
+
+def _error_classes(base: type[RequestError] = RequestError) -> Iterator[type[RequestError]]:
+    for cls in base.__subclasses__():
+        yield cls
+        yield from _error_classes(cls)
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Every stable error code by HTTP status, read off the error tree."""
+    by_status: dict[int, set[str]] = {}
+    for cls in _error_classes():
+        if "abstract" not in vars(cls):
+            by_status.setdefault(cls.status, set()).add(cls.code)
+    by_status[500] = {"internal_error"}
+    return {status: sorted(codes) for status, codes in sorted(by_status.items())}
+
+
+def _error_body(codes: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "enum": codes},
+            "message": {"type": "string", "description": "what to fix; never contains a credential"},
+            "errors": {"type": "array", "items": {"$ref": _REF.format(model="FieldError")}},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+
+
+def _errors(statuses: Mapping[int, list[str]]) -> dict[str, Any]:
+    headers = {
+        401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the accepted scheme"}},
+        405: {"Allow": {"schema": {"type": "string"}}},
+        503: {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+    }
+    responses: dict[str, Any] = {}
+    for status, codes in statuses.items():
+        response: dict[str, Any] = {
+            "description": ", ".join(codes),
+            "content": {"application/json": {"schema": _error_body(codes)}},
+        }
+        if status in headers:
+            response["headers"] = headers[status]
+        responses[str(status)] = response
+    return responses
+
+
+def _options(allow: str) -> dict[str, Any]:
+    return {
+        "summary": "The methods this path serves",
+        "security": [],
+        "responses": {
+            "200": {"description": "empty", "headers": {"Allow": {"schema": {"type": "string", "example": allow}}}}
+        },
+    }
+
+
+def _security(sources: Mapping[str, Source]) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
+    schemes: dict[str, Any] = {}
+    for source in sources.values():
+        for method in source.settings.auth:
+            if isinstance(method, JwtAuthSettings):
+                schemes["jwt"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            elif isinstance(method, BasicAuthSettings):
+                schemes["basic"] = {"type": "http", "scheme": "basic"}
+    return schemes, [{name: []} for name in sorted(schemes)]
+
+
+def _schemas(sources: Mapping[str, Source]) -> tuple[dict[str, Any], dict[str, dict[str, set[str]]]]:
+    """Component schemas of every vendor model, and for each callback name: model -> source ids."""
+    components: dict[str, Any] = {}
+    by_event: dict[str, dict[str, set[str]]] = {}
+    for source in sources.values():
+        for event, model in source.vendor.events.items():
+            if model.__name__ not in components:
+                schema = model.model_json_schema(ref_template=_REF, by_alias=True)
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            by_event.setdefault(event, {}).setdefault(model.__name__, set()).add(source.id)
+    components["FieldError"] = {
+        "type": "object",
+        "required": ["loc", "type", "msg"],
+        "properties": {"loc": {"type": "string"}, "type": {"type": "string"}, "msg": {"type": "string"}},
+    }
+    components["Accepted"] = {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": {"type": "string", "description": "the CloudEvent id (same for a retried delivery)"}},
+    }
+    return components, by_event
+
+
+def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
+    """The document served at ``/openapi.json`` for this configuration.
+
+    The callback name in the URL decides the body's model, so each known name gets a
+    path of its own (under both URL families), its ``source`` limited to the sources
+    whose vendor has that callback.
+    """
+    components, by_event = _schemas(sources)
+    schemes, security = _security(sources)
+    delivery_errors = {
+        status: [c for c in found if c not in _NOT_ON_DELIVERY]
+        for status, found in error_codes().items()
+        if any(c not in _NOT_ON_DELIVERY for c in found)
+    }
+
+    def delivery(summary: str, models: Mapping[str, set[str]]) -> dict[str, Any]:
+        refs = [{"$ref": _REF.format(model=name)} for name in sorted(models)]
+        source_ids = sorted(set().union(*models.values()))
+        return {
+            "parameters": [
+                {
+                    "name": "source",
+                    "in": "path",
+                    "required": True,
+                    "description": "the source id from the config",
+                    "schema": {"type": "string", "enum": source_ids},
+                }
+            ],
+            "post": {
+                "summary": summary,
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "durably published (Kafka acknowledged, or the embedded store committed)",
+                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Accepted")}}},
+                    },
+                    **_errors(delivery_errors),
+                },
+            },
+            # OPTIONS describes the URL pattern, so it answers for any source id.
+            "options": {
+                **_options("OPTIONS, POST"),
+                "parameters": [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}],
+            },
+        }
+
+    def probe(summary: str, content: dict[str, Any], errors: Mapping[int, list[str]]) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "security": [],
+                "responses": {"200": {"description": "ok", "content": content}, **_errors(errors)},
+            },
+            "options": _options("GET, HEAD, OPTIONS"),
+        }
+
+    status = {"application/json": {"schema": {"type": "object", "required": ["status"]}}}
+    paths: dict[str, Any] = {}
+    for event, models in sorted(by_event.items()):
+        paths[f"/v1/callbacks/{{source}}/{event}"] = delivery(f"The {event} callback", models)
+    for event, models in sorted(by_event.items()):
+        paths[f"/v1/push/{{source}}/{event}"] = delivery(f"A {event} device push message", models)
+    paths["/healthz"] = probe("Liveness (no I/O)", status, {})
+    paths["/readyz"] = probe("Readiness: config and publisher", status, {503: ["not_ready"]})
+    paths["/metrics"] = probe("Prometheus metrics", {"text/plain": {}}, {})
+    paths["/openapi.json"] = probe("This document", {"application/json": {}}, {})
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "IoT callback receiver",
+            "version": __version__,
+            "description": "Vendor callbacks and device push messages in, CloudEvents on Kafka out.",
+        },
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": schemes},
+    }
