@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from pydantic_core import to_json as json_bytes
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from receiver.responses import on_http_error, on_request_error, on_unexpected_er
 from receiver.settings import Settings, config_path_from_env, load_settings
 from receiver.shutdown import Drain, drain_on_signals
 from receiver.sources import build_sources
+from receiver.tracing import Tracing
 
 log = logging.getLogger("receiver")
 
@@ -37,13 +38,19 @@ class State(TypedDict):
     publisher: Publisher
     metrics: Metrics
     drain: Drain
+    tracing: Tracing
     openapi: bytes
     max_body_bytes: int
 
 
-def create_app(settings: Settings) -> Starlette:
-    """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now."""
+def create_app(settings: Settings, span_exporter: Any = None) -> Starlette:
+    """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now.
+
+    ``span_exporter`` replaces the configured OpenTelemetry exporter (tests pass an
+    in-memory one).
+    """
     sources = build_sources(settings)
+    tracing = Tracing(settings.tracing, span_exporter)
     metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
     prefix = settings.kafka.topic_prefix
     openapi = json_bytes(build_openapi(sources))
@@ -56,7 +63,7 @@ def create_app(settings: Settings) -> Starlette:
             depth = getattr(opened, "depth", None)
             if depth is not None:
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
-            publisher = InstrumentedPublisher(opened, metrics, deadletter_topic(prefix))
+            publisher = InstrumentedPublisher(opened, metrics, tracing, deadletter_topic(prefix))
             log.info("receiver started: %d source(s), publishing to %s", len(sources), publisher.name)
             with drain_on_signals(drain, settings.server.drain_seconds):
                 yield State(
@@ -64,10 +71,12 @@ def create_app(settings: Settings) -> Starlette:
                     publisher=publisher,
                     metrics=metrics,
                     drain=drain,
+                    tracing=tracing,
                     openapi=openapi,
                     max_body_bytes=settings.server.max_body_bytes,
                 )
             log.info("receiver stopping: flushing the publisher")
+        tracing.shutdown()
         log.info("receiver stopped")
 
     return Starlette(

@@ -24,6 +24,7 @@ from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.responses import json_response
 from receiver.shutdown import Drain
+from receiver.tracing import Tracing, trace_headers
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
@@ -81,7 +82,9 @@ class Deliver:
             received_at=received_at,
         )
         pipeline: Pipeline = state["pipeline"]
-        accepted = await pipeline.process(delivery)
+        tracing: Tracing = state["tracing"]
+        with tracing.server_span(f"POST {scope['route'].path}", trace_headers(headers), source):
+            accepted = await pipeline.process(delivery)
         outcome.event_id = accepted.event_id
         answer = json_bytes({"id": accepted.event_id})
         await send(

@@ -139,6 +139,16 @@ class StoreSettings(_Frozen):
     path: Path = Path(".data/events.db")
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry spans (needs the ``otel`` extra); ``traceparent`` is passed on regardless."""
+
+    enabled: bool = False
+    service_name: str = "iot-receiver"
+    exporter: Literal["otlp", "console", "none"] = Field(
+        default="otlp", description="otlp reads the standard OTEL_EXPORTER_OTLP_* variables"
+    )
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, gt=0, lt=65536)
@@ -162,6 +172,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
+    tracing: TracingSettings = TracingSettings()
     sources: dict[SourceId, SourceSettings] = Field(default_factory=dict)
 
     @classmethod

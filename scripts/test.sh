@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 uv() { python3 -m uv "$@"; }
 
-uv sync --frozen --quiet
+uv sync --frozen --quiet --all-extras
 uv run --frozen python scripts/kafka_broker.py fetch >/dev/null   # fail early, with mvn's words, if Kafka can't be had
 uv run --frozen ruff format --check .
 uv run --frozen ruff check .
 uv run --frozen mypy
 uv run --frozen pytest "$@"
+bash scripts/check-deploy.sh    # hadolint, the image's install steps, helm lint, kubeconform

@@ -1,23 +1,26 @@
-"""A publisher that records what passes through it: latency, acks by topic, dead letters."""
+"""A publisher that records what passes through it: latency, acks by topic, dead letters, trace context."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from receiver.errors import UnavailableError
 from receiver.events import Record
 from receiver.metrics import Metrics
 from receiver.publish import Publisher
+from receiver.tracing import Tracing
 
 
 class InstrumentedPublisher:
     """Wraps any ``Publisher``; the wrapped one stays unaware of metrics."""
 
-    def __init__(self, inner: Publisher, metrics: Metrics, deadletter_topic: str) -> None:
+    def __init__(self, inner: Publisher, metrics: Metrics, tracing: Tracing, deadletter_topic: str) -> None:
         self.name = inner.name
         self._inner = inner
         self._metrics = metrics
+        self._tracing = tracing
         self._deadletter_topic = deadletter_topic
 
     async def publish(self, records: Sequence[Record]) -> None:
@@ -26,7 +29,10 @@ class InstrumentedPublisher:
         started = time.perf_counter()
         outcome = "error"
         try:
-            await self._inner.publish(records)
+            with self._tracing.producer_span([r.topic for r in records]) as trace:
+                if trace:
+                    records = [replace(r, headers=[*r.headers, *trace]) for r in records]
+                await self._inner.publish(records)
             outcome = "acked"
         except UnavailableError:
             outcome = "unavailable"
