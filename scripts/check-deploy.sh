@@ -6,7 +6,7 @@
 #   3. helm lint the chart with its default values and each helm/receiver/ci/*.yaml;
 #   4. feed each rendered config and the Deployment's env to `receiver check-config`;
 #   5. kubeconform -strict the rendered manifests against offline Kubernetes schemas.
-# Tools come from scripts/tools.sh (cached in .cache/tools). Prints one PASS line per check.
+# Tools come from scripts/tools.sh (cached in ~/.cache/iot-receiver/tools). Prints one PASS line per check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS

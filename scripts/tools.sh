@@ -36,7 +36,8 @@ PYYAML_VERSION=6.0.3                 # reads controller-gen's YAML (the same pin
 # Kubernetes versions to validate against: the chart's kubeVersion floor and the newest.
 K8S_SCHEMA_VERSIONS="${K8S_SCHEMA_VERSIONS:-1.25.0 1.37.0}"
 
-TOOLS="$PWD/.cache/tools"
+# Outside the clone, so CI runs on the same machine reuse what an earlier run built.
+TOOLS="${RECEIVER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iot-receiver/tools}"
 BIN="$TOOLS/bin"
 SCHEMAS="$TOOLS/k8s-schemas"
 mkdir -p "$BIN" "$SCHEMAS"
