@@ -441,6 +441,14 @@ def write_config(workdir: Path, port: int, bootstrap: str, public_key: Path) -> 
     return path
 
 
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU the server process has used so far (Linux /proc), for cost per request."""
+    if server.process is None:
+        return 0.0
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def print_table(results: dict[str, LoadResult]) -> None:
     header = (
         f"{'':<34} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}"
@@ -543,12 +551,15 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     receiver_2xx = {"smoke": 1}
 
     results: dict[str, LoadResult] = {}
+    cpu_per_request: dict[str, float] = {}
     for index, target in enumerate(targets):
         label = "receiver" if target.name == RECEIVER_NAME else "bare"
         runs = [("warmup", args.warmup)] if args.warmup > 0 else []
         runs.append(("measured", args.duration))
         for phase, seconds in runs:
             say(f"[{index + 1}/{len(targets)}] {target.name}: {phase} {seconds:g} s ...")
+            server_under_load = receiver if label == "receiver" else bare
+            cpu_before = cpu_seconds(server_under_load)
             if wrk is not None:
                 result = run_wrk(
                     wrk, target, workdir, f"{label}-{phase}", threads=args.threads,
@@ -562,6 +573,8 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
                 receiver_2xx[phase] = result.ok
             if phase == "measured":
                 results[target.name] = result
+                cpu = cpu_seconds(server_under_load) - cpu_before
+                cpu_per_request[target.name] = cpu / result.requests * 1e6 if result.requests else float("nan")
             if result.non_2xx or result.socket_errors:
                 say(f"    {result.non_2xx} non-2xx answers, {result.socket_errors} socket errors")
 
@@ -577,6 +590,11 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     tput = recv_r.rps / bare_r.rps if bare_r.rps else float("nan")
     p50 = recv_r.p50_ms / bare_r.p50_ms if bare_r.p50_ms else float("nan")
     say(f"receiver / bare: throughput {tput:.2f}x, p50 latency {p50:.2f}x")
+    cost_bare, cost_recv = cpu_per_request[BARE_NAME], cpu_per_request[RECEIVER_NAME]
+    say(
+        f"server CPU per request: bare {cost_bare:.0f} us, receiver {cost_recv:.0f} us"
+        f" (cost ratio {cost_recv / cost_bare:.2f}x; the broker's own CPU is not counted)"
+    )
     say()
     answered = sum(receiver_2xx.values())
     parts = " + ".join(f"{k} {n}" for k, n in receiver_2xx.items())

@@ -8,6 +8,7 @@ same request yields the same id and consumers can drop the duplicate.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -15,10 +16,20 @@ from pydantic import BaseModel
 from receiver.events import CloudEvent, Delivery
 from receiver.vendors import Vendor
 
+_last_second: list[tuple[int, str]] = [(-1, "")]  # the date-time part of the latest whole second
+
 
 def rfc3339(seconds: float) -> str:
     """Unix seconds as an RFC 3339 UTC timestamp with millisecond precision."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    fraction, integral = math.modf(seconds)  # rounded exactly as datetime.fromtimestamp does
+    micros = round(fraction * 1e6)
+    whole = int(integral) + (micros >= 1_000_000)
+    micros %= 1_000_000
+    cached_second, prefix = _last_second[0]
+    if whole != cached_second:  # formatted once per second, not once per request
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = (whole, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def event_id(delivery: Delivery) -> str:

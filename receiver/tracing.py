@@ -53,6 +53,15 @@ class Tracing:
         self._provider = provider
         self._tracer = provider.get_tracer("receiver")
 
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
+
+    @staticmethod
+    def incoming() -> tuple[tuple[str, bytes], ...]:
+        """The sender's trace headers of the delivery being handled (pass-through mode)."""
+        return _incoming.get()
+
     @contextmanager
     def server_span(self, name: str, incoming: tuple[tuple[str, bytes], ...], source: str) -> Iterator[None]:
         """Around one delivery: a SERVER span continuing the sender's trace."""

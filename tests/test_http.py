@@ -121,3 +121,17 @@ def test_bad_config_fails_at_creation(make_settings: SettingsFactory, tmp_path: 
     )
     with pytest.raises(Exception, match=r"sources\.s1\.auth\.0: cannot read secret file"):
         create_app(settings)
+
+
+def test_rfc3339_matches_datetime() -> None:
+    """The cached timestamp formatter agrees with datetime to the millisecond, rounding included."""
+    import random  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from receiver.normalize import rfc3339  # noqa: PLC0415
+
+    rng = random.Random(7)
+    samples = [rng.uniform(0, 4e9) for _ in range(2000)] + [1700000000.9999996, 1700000000.0, 223877870.2649995]
+    for seconds in samples:
+        expected = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert rfc3339(seconds) == expected

@@ -13,6 +13,10 @@ from receiver.publish import Publisher
 from receiver.tracing import Tracing
 
 
+def _with_headers(records: Sequence[Record], extra: Sequence[tuple[str, bytes]]) -> Sequence[Record]:
+    return [replace(r, headers=[*r.headers, *extra]) for r in records] if extra else records
+
+
 class InstrumentedPublisher:
     """Wraps any ``Publisher``; the wrapped one stays unaware of metrics."""
 
@@ -29,10 +33,11 @@ class InstrumentedPublisher:
         started = time.perf_counter()
         outcome = "error"
         try:
-            with self._tracing.producer_span([r.topic for r in records]) as trace:
-                if trace:
-                    records = [replace(r, headers=[*r.headers, *trace]) for r in records]
-                await self._inner.publish(records)
+            if self._tracing.enabled:
+                with self._tracing.producer_span([r.topic for r in records]) as trace:
+                    await self._inner.publish(_with_headers(records, trace))
+            else:
+                await self._inner.publish(_with_headers(records, self._tracing.incoming()))
             outcome = "acked"
         except UnavailableError:
             outcome = "unavailable"

@@ -109,7 +109,8 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(timeout):
                 acks = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
-                await asyncio.gather(*acks)
+                for ack in acks:  # each resolves when its batch is acknowledged
+                    await ack
         except TimeoutError as exc:
             msg = f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
             log.warning("kafka publish timed out after %gs", timeout)
