@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
@@ -13,6 +13,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from receiver.admission import Admission
+from receiver.audit import AuditTrail
 from receiver.deadletter import deadletter_topic
 from receiver.endpoints import ROUTES
 from receiver.errors import RequestError
@@ -23,6 +25,7 @@ from receiver.openapi import build_openapi
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher, open_publisher
 from receiver.publish.instrumented import InstrumentedPublisher
+from receiver.reload import Reloader, watched_files
 from receiver.responses import on_http_error, on_request_error, on_unexpected_error
 from receiver.settings import Settings, config_path_from_env, load_settings
 from receiver.shutdown import Drain, drain_on_signals
@@ -40,21 +43,40 @@ class State(TypedDict):
     metrics: Metrics
     drain: Drain
     tracing: Tracing
+    reloader: Reloader | None
     openapi: bytes
     max_body_bytes: int
 
 
-def create_app(settings: Settings, span_exporter: Any = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    span_exporter: Any = None,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> Starlette:
     """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now.
 
-    ``span_exporter`` replaces the configured OpenTelemetry exporter (tests pass an
-    in-memory one).
+    ``reload_settings`` loads fresh settings for SIGHUP and the file watch (the CLI
+    passes the config file's loader); ``span_exporter`` replaces the configured
+    OpenTelemetry exporter (tests pass an in-memory one).
     """
     sources = build_sources(settings)
     tracing = Tracing(settings.tracing, span_exporter)
     metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
     prefix = settings.kafka.topic_prefix
     openapi = json_bytes(build_openapi(sources))
+    audit = (
+        AuditTrail(
+            settings.audit.topic or f"{prefix}.audit",
+            unauthenticated_per_second=settings.audit.unauthenticated_per_second,
+            summary_interval=settings.audit.summary_interval_seconds,
+            flush_interval=settings.audit.flush_interval_seconds,
+        )
+        if settings.audit.enabled
+        else None
+    )
+    pipeline_ref: list[Pipeline] = []
+    metrics.watch_expiries(lambda: pipeline_ref[0].sources if pipeline_ref else sources)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -65,25 +87,39 @@ def create_app(settings: Settings, span_exporter: Any = None) -> Starlette:
             if depth is not None:
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
             publisher = InstrumentedPublisher(opened, metrics, tracing, deadletter_topic(prefix))
+            admission = Admission(sources, settings.server.failure_limit_per_minute)
+            pipeline = Pipeline(sources, publisher, prefix, admission)
+            pipeline_ref.append(pipeline)
+            reloader = None
+            if reload_settings is not None:
+                reloader = Reloader(reload_settings, pipeline.replace_sources, watched_files(settings, None))
+            if audit is not None:
+                audit.start(publisher)
             log.info("receiver started: %d source(s), publishing to %s", len(sources), publisher.name)
-            with drain_on_signals(drain, settings.server.drain_seconds):
-                yield State(
-                    pipeline=Pipeline(sources, publisher, prefix),
-                    publisher=publisher,
-                    metrics=metrics,
-                    drain=drain,
-                    tracing=tracing,
-                    openapi=openapi,
-                    max_body_bytes=settings.server.max_body_bytes,
-                )
-            log.info("receiver stopping: flushing the publisher")
+            async with _maybe(reloader, settings.server.reload_interval_seconds):
+                with drain_on_signals(drain, settings.server.drain_seconds):
+                    yield State(
+                        pipeline=pipeline,
+                        publisher=publisher,
+                        metrics=metrics,
+                        drain=drain,
+                        tracing=tracing,
+                        reloader=reloader,
+                        openapi=openapi,
+                        max_body_bytes=settings.server.max_body_bytes,
+                    )
+            log.info("receiver stopping: flushing the audit trail and the publisher")
+            if audit is not None:
+                await audit.stop(publisher)
         tracing.shutdown()
         log.info("receiver stopped")
 
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        middleware=[Middleware(ObserveRequests, metrics=metrics)],
+        middleware=[
+            Middleware(ObserveRequests, metrics=metrics, audit=audit, trusted_proxies=settings.server.trusted_proxies)
+        ],
         exception_handlers={
             RequestError: on_request_error,
             HTTPException: on_http_error,
@@ -92,11 +128,21 @@ def create_app(settings: Settings, span_exporter: Any = None) -> Starlette:
     )
 
 
+@asynccontextmanager
+async def _maybe(reloader: Reloader | None, interval: float) -> AsyncIterator[None]:
+    if reloader is None:
+        yield
+        return
+    async with reloader.running(interval):
+        yield
+
+
 def app_from_environment() -> Starlette:
     """uvicorn's factory for worker processes: the config path comes from ``RECEIVER_CONFIG``."""
-    settings = load_settings(config_path_from_env())
+    path = config_path_from_env()
+    settings = load_settings(path)
     configure_logging(settings.server.log_level, settings.server.log_format)
-    app = create_app(settings)
+    app = create_app(settings, reload_settings=lambda: load_settings(path))
     # What startup built (settings, keys, models, routes) lives as long as the process:
     # freeze it out of the cycle collector's scans, and run the young-generation pass less
     # often, since every request allocates many short-lived containers.

@@ -17,9 +17,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from receiver.errors import PayloadTooLargeError
-from receiver.events import Delivery
+from receiver.events import Delivery, Outcome
 from receiver.metrics import Metrics
-from receiver.observe import Outcome
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.responses import json_response
@@ -72,14 +71,15 @@ class Deliver:
         outcome.event = event = params.get("event", PUSH_EVENT)
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
         body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"])
-        authorization = headers.get(b"authorization")
         delivery = Delivery(
             source_id=source,
             event=event,
             body=body,
             content_type=headers.get(b"content-type", b"").decode("latin-1"),
-            authorization=None if authorization is None else authorization.decode("latin-1"),
+            headers=headers,
+            client_ip=outcome.client_ip,
             received_at=received_at,
+            outcome=outcome,
         )
         pipeline: Pipeline = state["pipeline"]
         tracing: Tracing = state["tracing"]
@@ -91,13 +91,9 @@ class Deliver:
             accepted = await pipeline.process(delivery)
         outcome.event_id = accepted.event_id
         answer = json_bytes({"id": accepted.event_id})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())],
-            }
-        )
+        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        response_headers += [(k.lower().encode(), v.encode()) for k, v in accepted.headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         await send({"type": "http.response.body", "body": answer})
 
 

@@ -19,7 +19,13 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   │   ├── TokenTooOldError        token_too_old           ``iat`` older than the source allows
     │   │   ├── TokenNotYetValidError   token_not_yet_valid     ``iat`` or ``nbf`` in the future
     │   │   ├── TokenLifetimeExceededError token_lifetime_exceeded  ``exp - iat`` over the limit
-    │   │   └── SubjectMismatchError    subject_mismatch        ``sub`` is not the source's domain
+    │   │   ├── SubjectMismatchError    subject_mismatch        ``sub`` is not the source's domain
+    │   │   ├── InvalidSignatureError   invalid_signature       Beam / Standard Webhooks / HMAC signature wrong
+    │   │   │   └── SignatureExpiredError signature_expired     signed timestamp outside the window
+    │   │   └── ReplayedRequestError    replayed_request        same signed request or ``jti`` seen before
+    │   ├── ForbiddenError              403 forbidden           roles or groups do not allow it
+    │   ├── IpNotAllowedError           403 ip_not_allowed      client address not in the source's allow-list
+    │   ├── RateLimitedError            429 rate_limited        over budget (carries ``Retry-After``, ``X-RateLimit-*``)
     │   ├── PayloadTooLargeError        413 payload_too_large
     │   ├── UnsupportedMediaTypeError   415 unsupported_media_type
     │   └── InvalidPayloadError         422 invalid_payload     (carries the field errors)
@@ -56,6 +62,7 @@ class RequestError(ReceiverError):
 
     def __init__(self, message: str) -> None:
         self.message = message
+        self.extra_headers: dict[str, str] = {}  # added on the way out, e.g. rate-limit state
         super().__init__(message)
 
     def headers(self) -> Mapping[str, str]:
@@ -96,7 +103,7 @@ class AuthError(RequestError):
     challenge: str = 'Bearer realm="receiver"'
 
     def headers(self) -> Mapping[str, str]:
-        return {"WWW-Authenticate": self.challenge}
+        return {"WWW-Authenticate": self.challenge} if self.challenge else {}
 
 
 class AuthRequiredError(AuthError):
@@ -135,6 +142,52 @@ class TokenLifetimeExceededError(InvalidTokenError):
 
 class SubjectMismatchError(InvalidTokenError):
     code = "subject_mismatch"
+
+
+class InvalidSignatureError(AuthError):
+    """A signature over headers and body (Soracom Beam, Standard Webhooks, HMAC) does not verify."""
+
+    code = "invalid_signature"
+    challenge = ""
+
+
+class SignatureExpiredError(InvalidSignatureError):
+    """The signed timestamp is outside the accepted window."""
+
+    code = "signature_expired"
+
+
+class ReplayedRequestError(AuthError):
+    """The same signed request (or ``jti``) was already accepted within its window."""
+
+    code = "replayed_request"
+    challenge = ""
+
+
+class ForbiddenError(RequestError):
+    """Authenticated, but the credential does not grant this (roles, groups)."""
+
+    status, code = 403, "forbidden"
+
+
+class IpNotAllowedError(RequestError):
+    """The client address is outside the source's allow-list."""
+
+    status, code = 403, "ip_not_allowed"
+
+
+class RateLimitedError(RequestError):
+    """Over the source's request budget, or too many failures from one address."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, limit_headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit_headers = dict(limit_headers or {})
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after), **self.limit_headers}
 
 
 class PayloadTooLargeError(RequestError):

@@ -12,6 +12,26 @@ SPECVERSION = "1.0"
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What handling learned about a request (who, what, why refused); read once it is answered.
+
+    The canonical log line, the metrics and the audit record are written from it.
+    Never holds a secret: ``principal`` and ``key_id`` are names.
+    """
+
+    request_id: str
+    client_ip: str = ""
+    source: str | None = None
+    event: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    event_id: str | None = None
+    auth_method: str | None = None
+    principal: str | None = None
+    key_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One HTTP request as the pipeline sees it: no HTTP types, just the facts it needs."""
@@ -20,8 +40,10 @@ class Delivery:
     event: str
     body: bytes
     content_type: str
-    authorization: str | None
+    headers: Mapping[bytes, bytes]  # lower-case names; the first of repeated headers
+    client_ip: str
     received_at: float  # Unix seconds, taken once when the request arrived
+    outcome: Outcome = field(default_factory=lambda: Outcome(request_id=""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +92,4 @@ class Accepted:
 
     event_id: str
     topics: Sequence[str]
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. the source's rate-limit state

@@ -7,10 +7,13 @@ knows it, everything else becomes ``_other``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 OTHER = "_other"
 NONE = "_none"
@@ -104,6 +107,10 @@ class Metrics:
             child = self._publish_children[key] = self.publish_seconds.labels(publisher, outcome)
         child.observe(seconds)
 
+    def watch_expiries(self, sources: Callable[[], Mapping[str, Any]]) -> None:
+        """Export each credential's time to its ``not_after``, read at scrape time (reloads included)."""
+        self.registry.register(_ExpiryCollector(sources))
+
     def source_label(self, source: str | None) -> str:
         if source is None:
             return NONE
@@ -117,3 +124,35 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+EXPIRY_WARNING_SECONDS = 14 * 86400
+
+
+class _ExpiryCollector(Collector):
+    """Credentials with a ``not_after``: seconds left, and how many expire within 14 days."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, Any]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        left = GaugeMetricFamily(
+            "receiver_credential_expiry_seconds",
+            "Seconds until a configured key or secret passes its not_after (negative: expired).",
+            labels=["source", "method", "key_id"],
+        )
+        soon = GaugeMetricFamily(
+            "receiver_credentials_expiring_soon",
+            "Configured keys and secrets within 14 days of their not_after, or past it.",
+            labels=["source"],
+        )
+        for source_id, source in self._sources().items():
+            count = 0
+            for expiry in source.auth.expiries():
+                remaining = expiry.not_after - now
+                left.add_metric([source_id, expiry.method, expiry.key_id], remaining)
+                count += remaining < EXPIRY_WARNING_SECONDS
+            soon.add_metric([source_id], count)
+        yield left
+        yield soon

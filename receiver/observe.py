@@ -12,10 +12,14 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 
+from pydantic import IPvAnyNetwork
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.admission import client_address
+from receiver.audit import AuditTrail, RequestFacts
+from receiver.events import Outcome
 from receiver.metrics import Metrics
 
 log = logging.getLogger("receiver.request")
@@ -32,18 +36,6 @@ AUTH_CODES = frozenset({
 _generated_ids = (f"{secrets.token_hex(8)}{n:016x}" for n in itertools.count(1))
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What the handlers learned about a request; read once the response is sent."""
-
-    request_id: str
-    source: str | None = None
-    event: str | None = None
-    code: str | None = None
-    reason: str | None = None
-    event_id: str | None = None
-
-
 def request_id(scope: Scope) -> str:
     """The caller's ``X-Request-ID`` when it is a sane token, else a new one."""
     for name, value in scope["headers"]:
@@ -55,16 +47,24 @@ def request_id(scope: Scope) -> str:
 
 
 class ObserveRequests:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        audit: AuditTrail | None = None,
+        trusted_proxies: Sequence[IPvAnyNetwork] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.audit = audit
+        self.trusted = list(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        outcome = Outcome(request_id(scope))
+        outcome = Outcome(request_id(scope), client_ip=self._client(scope))
         scope.setdefault("state", {})["outcome"] = outcome
         status = 500
         header = (b"x-request-id", outcome.request_id.encode())
@@ -83,7 +83,18 @@ class ObserveRequests:
             self.metrics.in_flight -= 1
             self._record(scope, outcome, status, time.perf_counter() - started)
 
+    def _client(self, scope: Scope) -> str:
+        peer = (scope.get("client") or ("", 0))[0]
+        if not self.trusted:
+            return str(peer)
+        forwarded = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
+        return client_address(peer, forwarded, self.trusted)
+
     def _record(self, scope: Scope, outcome: Outcome, status: int, seconds: float) -> None:
+        path = scope["path"]
+        if self.audit is not None and path not in _QUIET_PATHS and path != "/openapi.json":
+            facts = RequestFacts(scope["method"], path, status, round(seconds * 1000, 3), time.time())
+            self.audit.record(outcome, facts)
         m = self.metrics
         source = m.source_label(outcome.source)
         code = outcome.code or ("ok" if status < 400 else f"http_{status}")
@@ -92,7 +103,6 @@ class ObserveRequests:
             m.observe_request(source, seconds)
         if code in AUTH_CODES:
             m.auth_failures.labels(source, code).inc()
-        path = scope["path"]
         level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
         if not log.isEnabledFor(level):
             return
@@ -110,6 +120,8 @@ class ObserveRequests:
                 "reason": outcome.reason,
                 "event_id": outcome.event_id,
                 "latency_ms": round(seconds * 1000, 3),
-                "client": (scope.get("client") or ("", 0))[0],
+                "client": outcome.client_ip,
+                "principal": outcome.principal,
+                "key_id": outcome.key_id,
             },
         )

@@ -11,11 +11,17 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from receiver import __version__
+from receiver.auth_settings import BasicAuthSettings, BearerAuthSettings, JwtAuthSettings
 from receiver.errors import RequestError
-from receiver.settings import BasicAuthSettings, JwtAuthSettings
 from receiver.sources import Source
 
 _REF = "#/components/schemas/{model}"
+_SIGNATURE_HEADERS = {
+    "soracom_beam": "X-Soracom-Signature",
+    "soracom_funk": "X-Soracom-Token",
+    "standard_webhooks": "webhook-signature",
+    "hmac": "X-Hub-Signature-256",
+}
 _NOT_ON_DELIVERY = {"not_ready", "not_found", "method_not_allowed"}
 
 
@@ -82,8 +88,12 @@ def _security(sources: Mapping[str, Source]) -> tuple[dict[str, Any], list[dict[
         for method in source.settings.auth:
             if isinstance(method, JwtAuthSettings):
                 schemes["jwt"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            elif isinstance(method, BearerAuthSettings):
+                schemes["bearer"] = {"type": "http", "scheme": "bearer"}
             elif isinstance(method, BasicAuthSettings):
                 schemes["basic"] = {"type": "http", "scheme": "basic"}
+            else:  # signature schemes: a header the sender computes over the request
+                schemes[method.type] = {"type": "apiKey", "in": "header", "name": _SIGNATURE_HEADERS[method.type]}
     return schemes, [{name: []} for name in sorted(schemes)]
 
 

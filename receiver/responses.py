@@ -25,7 +25,7 @@ def error_response(request: Request, exc: RequestError) -> Response:
     outcome = getattr(request.state, "outcome", None)
     if outcome is not None:
         outcome.code, outcome.reason = exc.code, exc.message
-    return json_response(exc.status, exc.body(), exc.headers())
+    return json_response(exc.status, exc.body(), {**exc.headers(), **exc.extra_headers})
 
 
 async def on_request_error(request: Request, exc: Exception) -> Response:

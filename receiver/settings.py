@@ -18,7 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
+    IPvAnyNetwork,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -26,78 +26,37 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from receiver.auth_settings import AuthSettings
 from receiver.errors import ConfigError
 
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
-Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
-SourceKind = Literal["iotcomms"]
+SourceKind = Literal["iotcomms", "tracker"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _read_secret(path: Path) -> SecretStr:
-    """Read a secret file as mounted by Kubernetes: trailing newline dropped, nothing else."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"cannot read secret file {path}: {exc.strerror}"
-        raise ValueError(msg) from exc
-    value = text.rstrip("\r\n")
-    if not value:
-        msg = f"secret file {path} is empty"
-        raise ValueError(msg)
-    return SecretStr(value)
+class RateLimitSettings(_Frozen):
+    """A request budget per minute (Soracom's model: a fixed one-minute window)."""
 
-
-class JwtAuthSettings(_Frozen):
-    """JWT bearer tokens verified with public keys; the time rules default to iotcomms'."""
-
-    type: Literal["jwt"]
-    algorithms: list[Algorithm] = Field(default=["RS256"], min_length=1)
-    public_keys: list[Path] = Field(min_length=1, description="PEM files of the sender's public keys")
-    subject: str | None = Field(default=None, description="required `sub`; defaults to the source's domain")
-    max_age_seconds: int = Field(default=3600, gt=0, description="oldest accepted `iat`")
-    max_lifetime_seconds: int = Field(default=5400, gt=0, description="largest accepted `exp - iat`")
-    leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew allowed")
-    require_exp: bool = False
-
-
-class BasicAuthSettings(_Frozen):
-    """HTTP Basic credentials the vendor is configured to send."""
-
-    type: Literal["basic"]
-    username: str = Field(min_length=1)
-    password: SecretStr | None = None
-    password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_password(self) -> BasicAuthSettings:
-        if (self.password is None) == (self.password_file is None):
-            msg = "give exactly one of password or password_file"
-            raise ValueError(msg)
-        return self
-
-    def secret(self) -> SecretStr:
-        """The password, read from its file when configured that way."""
-        if self.password is not None:
-            return self.password
-        assert self.password_file is not None
-        return _read_secret(self.password_file)
-
-
-AuthSettings = Annotated[JwtAuthSettings | BasicAuthSettings, Field(discriminator="type")]
+    requests_per_minute: int = Field(gt=0)
 
 
 class SourceSettings(_Frozen):
-    """One sender: its vendor kind, identity and the ways it may authenticate."""
+    """One sender: its vendor kind, identity, the ways it may authenticate, and its limits."""
 
     kind: SourceKind
     domain: str | None = Field(default=None, description="the vendor's customer domain (iotcomms)")
     auth: list[AuthSettings] = Field(min_length=1)
     topic: TopicName | None = Field(default=None, description="overrides <prefix>.<kind>.<event>")
+    allowed_ips: list[IPvAnyNetwork] = Field(default_factory=list, description="sender CIDRs; empty: any")
+    rate_limit: RateLimitSettings | None = Field(default=None, description="the source's request budget")
+    require_roles: list[str] = Field(default_factory=list, description="token roles every request needs")
+    restrict_to_token_groups: bool = Field(
+        default=False, description="a device message must name a group the token carries"
+    )
 
     @model_validator(mode="after")
     def _iotcomms_needs_domain(self) -> SourceSettings:
@@ -149,11 +108,32 @@ class TracingSettings(_Frozen):
     )
 
 
+class AuditSettings(_Frozen):
+    """One audit record per request, on ``<topic_prefix>.audit`` (or the embedded store)."""
+
+    enabled: bool = True
+    topic: TopicName | None = Field(default=None, description="default <topic_prefix>.audit")
+    unauthenticated_per_second: float = Field(
+        default=20.0, ge=0, description="records per second for refusals before authentication; the rest summarized"
+    )
+    summary_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    flush_interval_seconds: float = Field(default=0.5, gt=0, le=60, description="audit batches are written this often")
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, gt=0, lt=65536)
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="peers whose X-Forwarded-For is believed"
+    )
+    failure_limit_per_minute: int = Field(
+        default=60, ge=0, description="unauthenticated failures per client IP per source and minute; 0: no limit"
+    )
+    reload_interval_seconds: float = Field(
+        default=0, ge=0, description="poll key and secret files for changes this often; 0: only on SIGHUP"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(default="auto", description="auto: console on a tty")
     shutdown_grace_seconds: float = Field(
@@ -173,6 +153,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     tracing: TracingSettings = TracingSettings()
+    audit: AuditSettings = AuditSettings()
     sources: dict[SourceId, SourceSettings] = Field(default_factory=dict)
 
     @classmethod

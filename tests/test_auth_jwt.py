@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from receiver.auth.jwt import JwtVerifier, TimePolicy, load_public_keys
+from receiver.auth.jwt import JwtVerifier, TimePolicy
+from receiver.auth.material import load_public_keys
+from receiver.auth.principal import Credentials
+from receiver.auth_settings import JwtAuthSettings, KeyFile
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
@@ -17,7 +20,6 @@ from receiver.errors import (
     TokenNotYetValidError,
     TokenTooOldError,
 )
-from receiver.settings import JwtAuthSettings
 from tests.conftest import DOMAIN, KeyPair, claims, hs256_with_public_key, unsigned_token
 
 NOW = 1_800_000_000.0
@@ -64,14 +66,21 @@ def test_time_policy_can_require_exp() -> None:
         TimePolicy(require_exp=True).check(at(NOW), NOW)
 
 
+def bearer(token: str, now: float | None = None) -> Credentials:
+    """A request carrying ``Authorization: Bearer <token>`` at ``now``."""
+    return Credentials({b"authorization": f"Bearer {token}".encode()}, b"", time.time() if now is None else now)
+
+
 def verifier(key: KeyPair, algorithms: list[str] | None = None, subject: str | None = DOMAIN) -> JwtVerifier:
-    settings = JwtAuthSettings(type="jwt", algorithms=algorithms or ["RS256"], public_keys=[key.public_path])
+    settings = JwtAuthSettings(
+        type="jwt", algorithms=algorithms or ["RS256"], public_keys=[KeyFile(path=key.public_path)]
+    )
     return JwtVerifier.from_settings(settings, subject)
 
 
 def test_valid_token_yields_principal(tenant_key: KeyPair) -> None:
     """A correctly signed token gives the ``sub`` as principal name."""
-    principal = verifier(tenant_key).verify(tenant_key.token(claims()), time.time())
+    principal = verifier(tenant_key).verify(bearer(tenant_key.token(claims())))
     assert principal.method == "jwt"
     assert principal.name == DOMAIN
 
@@ -81,18 +90,18 @@ def test_cached_token_still_expires(tenant_key: KeyPair) -> None:
     v = verifier(tenant_key)
     token = tenant_key.token(claims(ttl=60))
     now = time.time()
-    v.verify(token, now)
-    v.verify(token, now + 60)
+    v.verify(bearer(token, now))
+    v.verify(bearer(token, now + 60))
     with pytest.raises(TokenExpiredError):
-        v.verify(token, now + 120)
+        v.verify(bearer(token, now + 120))
 
 
 def test_cache_does_not_skip_signature_for_other_tokens(tenant_key: KeyPair, other_key: KeyPair) -> None:
     """After a good token is cached, a forged one is still verified and refused."""
     v = verifier(tenant_key)
-    v.verify(tenant_key.token(claims()), time.time())
+    v.verify(bearer(tenant_key.token(claims())))
     with pytest.raises(InvalidTokenError, match="signature"):
-        v.verify(other_key.token(claims()), time.time())
+        v.verify(bearer(other_key.token(claims())))
 
 
 @pytest.mark.parametrize(
@@ -106,18 +115,18 @@ def test_cache_does_not_skip_signature_for_other_tokens(tenant_key: KeyPair, oth
 def test_algorithm_comes_from_config_not_token(tenant_key: KeyPair, forge: Any) -> None:
     """Only the configured algorithms verify; the token's header cannot choose another."""
     with pytest.raises(InvalidTokenError, match="algorithm"):
-        verifier(tenant_key).verify(forge(tenant_key), time.time())
+        verifier(tenant_key).verify(bearer(forge(tenant_key)))
 
 
 def test_subject_must_be_the_domain(tenant_key: KeyPair) -> None:
     """``sub`` of another domain is refused even with a good signature."""
     with pytest.raises(SubjectMismatchError):
-        verifier(tenant_key).verify(tenant_key.token(claims(sub="evil.example")), time.time())
+        verifier(tenant_key).verify(bearer(tenant_key.token(claims(sub="evil.example"))))
 
 
 def test_es256_key(ec_key: KeyPair) -> None:
     """EC keys verify ES256 tokens when the source allows ES256."""
-    principal = verifier(ec_key, ["ES256"]).verify(ec_key.token(claims(), alg="ES256"), time.time())
+    principal = verifier(ec_key, ["ES256"]).verify(bearer(ec_key.token(claims(), alg="ES256")))
     assert principal.name == DOMAIN
 
 
@@ -132,6 +141,6 @@ def test_unreadable_key_file_is_a_config_error(tmp_path: Any) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
     with pytest.raises(ConfigError, match=r"public_keys\.0: .*bad\.pem is not a PEM public key"):
-        load_public_keys([bad])
+        load_public_keys([KeyFile(path=bad)])
     with pytest.raises(ConfigError, match="cannot read"):
-        load_public_keys([tmp_path / "missing.pem"])
+        load_public_keys([KeyFile(path=tmp_path / "missing.pem")])

@@ -15,8 +15,10 @@ from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.auth.jwt import JwtVerifier
+from receiver.auth.principal import Credentials
+from receiver.auth_settings import JwtAuthSettings
 from receiver.cli import main
-from receiver.settings import JwtAuthSettings, load_settings
+from receiver.settings import load_settings
 from tests.conftest import DOMAIN, message_body
 
 
@@ -51,7 +53,7 @@ def test_keygen_then_token_verifies(tmp_path: Path, capsys: pytest.CaptureFixtur
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "RS256"
     verifier = JwtVerifier.from_settings(JwtAuthSettings(type="jwt", public_keys=[tmp_path / "public.pem"]), DOMAIN)
-    principal = verifier.verify(token, time.time())
+    principal = verifier.verify(Credentials({b"authorization": f"Bearer {token}".encode()}, b"", time.time()))
     assert principal.name == DOMAIN
     assert principal.claims["exp"] - principal.claims["iat"] == 600
 
@@ -112,7 +114,7 @@ def test_events_tail_prints_stored_events(tmp_path: Path, capsys: pytest.Capture
         response = client.post("/v1/callbacks/customer47/message", json=message_body(), auth=("iotcomms", "pw"))
         assert response.status_code == 200
     capsys.readouterr()
-    assert main(["events", "tail", "--store", str(tmp_path / "events.db")]) == 0
+    assert main(["events", "tail", "--store", str(tmp_path / "events.db"), "--topic", "iot.iotcomms.message"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["topic"], line["event"]["id"]) for line in lines] == [("iot.iotcomms.message", response.json()["id"])]
 

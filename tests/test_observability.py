@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from receiver.app import create_app
 from receiver.logs import JsonFormatter
-from tests.conftest import BASIC_PASSWORD, KeyPair, claims, hs256_with_public_key, message_body
+from tests.conftest import BASIC_PASSWORD, KeyPair, SettingsFactory, claims, hs256_with_public_key, message_body
 
 URL = "/v1/callbacks/customer47/message"
 AUTH = ("iotcomms", BASIC_PASSWORD)
@@ -31,8 +33,16 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_metrics_count_the_traffic(store_client: TestClient) -> None:
+@pytest.fixture
+def quiet_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    """The embedded-store app without the audit trail, so the store holds only events."""
+    with TestClient(create_app(make_settings(audit={"enabled": False}))) as client:
+        yield client
+
+
+def test_metrics_count_the_traffic(quiet_client: TestClient) -> None:
     """Accepted, refused, dead-lettered and unknown-source requests show up with bounded labels."""
+    store_client = quiet_client
     for _ in range(3):
         assert store_client.post(URL, json=message_body(), auth=AUTH).status_code == 200
     assert store_client.post(URL, json=message_body(), auth=("iotcomms", "nope")).status_code == 401

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from receiver.auth_settings import Secret
 from receiver.errors import ConfigError
-from receiver.settings import BasicAuthSettings, build_settings, load_settings
+from receiver.settings import build_settings, load_settings
 
 README_EXAMPLE = """
 kafka:
@@ -43,9 +44,10 @@ def test_password_file_is_read_and_hidden(tmp_path: Path) -> None:
     """A password file's content (minus the trailing newline) is the secret; its repr hides it."""
     secret = tmp_path / "pw"
     secret.write_text("hunter2\n")
-    auth = BasicAuthSettings(type="basic", username="u", password_file=secret)
+    auth = Secret(file=secret, id="s1")
     assert auth.secret().get_secret_value() == "hunter2"
     assert "hunter2" not in repr(auth.secret())
+    assert "hunter2" not in repr(Secret(value="hunter2"))
 
 
 def test_problems_are_reported_as_paths() -> None:

@@ -1,8 +1,10 @@
-"""HTTP Basic credentials, compared in constant time.
+"""HTTP Basic credentials: an Argon2 hash (preferred) or a plain secret, compared in constant time.
 
-Both the username and the password are compared as SHA-256 digests with
-``hmac.compare_digest``, and both comparisons always run, so neither the length nor
-the first differing byte of a guess shows in the response time.
+Plain secrets are compared as SHA-256 digests with ``hmac.compare_digest``; username and
+password comparisons both always run. Argon2 is deliberately slow, so a successful
+verification is remembered (keyed by a digest of the exact credentials, never the
+password itself) and repeated requests cost one hash lookup; failures are never
+remembered and are rate limited per client address upstream.
 """
 
 from __future__ import annotations
@@ -11,40 +13,110 @@ import binascii
 import hashlib
 import hmac
 from base64 import b64decode
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
 
-from pydantic import SecretStr
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
-from receiver.auth.principal import Principal
-from receiver.errors import InvalidCredentialsError
+from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth_settings import BasicAuthSettings, read_secret
+from receiver.errors import ConfigError, InvalidCredentialsError
+
+_HASHER = PasswordHasher()
+_CACHE_SIZE = 1024
 
 
-def _digest(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return hashlib.sha256(data).digest()
+def hash_password(password: str) -> str:
+    """An Argon2id hash with the library's current recommended parameters."""
+    return _HASHER.hash(password)
+
+
+def _read(field: str, path: Path) -> str:
+    try:
+        return read_secret(path).get_secret_value()
+    except ValueError as exc:
+        raise ConfigError([f"{field}: {exc}"]) from exc
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
 
 
 class BasicVerifier:
     """Verifies ``Authorization: Basic <base64(user:password)>`` for one source."""
 
-    scheme = "basic"
+    method = "basic"
     challenge = 'Basic realm="receiver", charset="UTF-8"'
 
-    def __init__(self, username: str, password: SecretStr) -> None:
+    def __init__(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        password_hash: str | None = None,
+        not_after: float | None = None,
+    ) -> None:
         self._username = username
-        self._user_digest = _digest(username)
-        self._password_digest = _digest(password.get_secret_value())
+        self._user_digest = _digest(username.encode())
+        self._password_digest = None if password is None else _digest(password.encode())
+        self._hash = password_hash
+        self._not_after = not_after
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
 
-    def verify(self, credentials: str, now: float) -> Principal:
-        del now  # Basic credentials carry no time
+    @classmethod
+    def from_settings(cls, settings: BasicAuthSettings) -> BasicVerifier:
+        not_after = None if settings.not_after is None else settings.not_after.timestamp()
+        if settings.password is not None:
+            return cls(settings.username, password=settings.password.get_secret_value(), not_after=not_after)
+        if settings.password_file is not None:
+            password = _read("password_file", settings.password_file)
+            return cls(settings.username, password=password, not_after=not_after)
+        hashed = settings.password_hash
+        if settings.password_hash_file is not None:
+            hashed = _read("password_hash_file", settings.password_hash_file)
+        if not hashed or not hashed.startswith("$argon2"):
+            raise ConfigError(["password_hash: not an Argon2 hash; make one with `receiver hash-password`"])
+        return cls(settings.username, password_hash=hashed, not_after=not_after)
+
+    def carries(self, credentials: Credentials) -> bool:
+        authorization = credentials.authorization()
+        return authorization is not None and authorization[0] == "basic"
+
+    def expiries(self) -> Iterable[Expiry]:
+        if self._not_after is not None:
+            yield Expiry(self.method, self._username, self._not_after)
+
+    def verify(self, credentials: Credentials) -> Principal:
+        authorization = credentials.authorization()
+        encoded = authorization[1] if authorization else ""
         try:
-            decoded = b64decode(credentials.strip(), validate=True)
+            decoded = b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidCredentialsError("the Basic credentials are not valid base64") from exc
         user, sep, password = decoded.partition(b":")
         if not sep:
             raise InvalidCredentialsError("the Basic credentials must be base64 of 'username:password'")
+        if self._not_after is not None and credentials.now > self._not_after:
+            raise InvalidCredentialsError("these Basic credentials have expired; ask for the new ones")
         user_ok = hmac.compare_digest(_digest(user), self._user_digest)
-        password_ok = hmac.compare_digest(_digest(password), self._password_digest)
-        if not (user_ok & password_ok):
+        if not (self._password_ok(decoded, password) & user_ok):
             raise InvalidCredentialsError("the Basic username or password is wrong")
-        return Principal(method="basic", name=self._username)
+        return Principal(method=self.method, name=self._username, key_id=self._username)
+
+    def _password_ok(self, decoded: bytes, password: bytes) -> bool:
+        if self._password_digest is not None:
+            return hmac.compare_digest(_digest(password), self._password_digest)
+        assert self._hash is not None
+        remembered = _digest(b"basic\0" + decoded)
+        if remembered in self._verified:
+            return True
+        try:
+            _HASHER.verify(self._hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        self._verified[remembered] = None
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return True

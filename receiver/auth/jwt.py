@@ -1,47 +1,47 @@
-"""JWT bearer tokens signed with the sender's private key (iotcomms callbacks and others).
+"""JWT bearer tokens: public keys (PEM files or a JWKS, chosen by ``kid``) or HMAC secrets.
 
 Keys are parsed once, when the verifier is built; a request only ever meets key
 objects. The algorithm comes from the source's allow-list, never from the token:
-``alg: none``, HMAC algorithms and anything outside the list are refused before a
-signature is looked at, and each key only serves the algorithm family of its type,
-so an HS256 token "signed" with the public key can never verify.
+``alg: none`` and anything outside the list are refused before a signature is looked
+at, HMAC algorithms are only ever tried with the configured ``secrets`` and asymmetric
+ones only with public keys, so an HS256 token "signed" with a public key cannot verify.
 
-A signature that verified once is remembered (bounded cache, keyed by the exact
-token), because vendors reuse a token for many callbacks and RSA verification is the
-costliest step of a request. The subject and the time rules are checked again on
-every use, so a cached token still expires on time.
+A signature that verified once is remembered (bounded cache, keyed by the exact token),
+because vendors reuse a token for many callbacks and RSA verification is the costliest
+step of a request. The key's expiry, the time rules and ``jti`` replay are checked again
+on every use, so a cached token still expires on time.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
-from receiver.auth.principal import Principal
+from receiver.auth.material import LiveKey, LiveSecret, load_public_keys, load_secrets
+from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth.replay import ReplayCache
+from receiver.auth_settings import HMAC_ALGORITHMS, JwtAuthSettings
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
+    ReplayedRequestError,
     SubjectMismatchError,
     TokenExpiredError,
     TokenLifetimeExceededError,
     TokenNotYetValidError,
     TokenTooOldError,
 )
-from receiver.settings import JwtAuthSettings
 
 log = logging.getLogger("receiver.auth")
-
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 
 _KEY_TYPES: dict[str, tuple[type[Any], ...]] = {
     "RS": (rsa.RSAPublicKey,),
@@ -65,33 +65,44 @@ _CACHE_SIZE = 4096
 
 @dataclass(frozen=True, slots=True)
 class TimePolicy:
-    """When a token is acceptable: the iotcomms defaults are 1 h age and 90 min lifetime."""
+    """When a token is acceptable: the defaults are iotcomms' (1 h age, 90 min lifetime)."""
 
-    max_age: int = 3600
-    max_lifetime: int = 5400
+    max_age: int | None = 3600
+    max_lifetime: int | None = 5400
     leeway: int = 30
+    require_iat: bool = True
     require_exp: bool = False
 
     def check(self, claims: Mapping[str, Any], now: float) -> None:
         """Raise the ``InvalidTokenError`` subclass that names the first broken rule."""
         iat = _numeric(claims, "iat")
-        if iat is None:
-            raise InvalidTokenError("the token has no `iat` claim; set it to the signing time in Unix seconds")
         exp = _numeric(claims, "exp")
         nbf = _numeric(claims, "nbf")
+        if iat is None and self.require_iat:
+            raise InvalidTokenError("the token has no `iat` claim; set it to the signing time in Unix seconds")
         if exp is None and self.require_exp:
             raise InvalidTokenError("the token has no `exp` claim, which this source requires")
-        if iat > now + self.leeway or (nbf is not None and nbf > now + self.leeway):
+        if (iat is not None and iat > now + self.leeway) or (nbf is not None and nbf > now + self.leeway):
             msg = "the token is not valid yet (`iat` or `nbf` lies in the future); check the sender's clock"
             raise TokenNotYetValidError(msg)
-        if exp is not None and exp - iat > self.max_lifetime:
+        if iat is not None and exp is not None and self.max_lifetime is not None and exp - iat > self.max_lifetime:
             msg = f"the token's lifetime (`exp` - `iat`) exceeds {self.max_lifetime} s; sign a shorter one"
             raise TokenLifetimeExceededError(msg)
         if exp is not None and now > exp + self.leeway:
             raise TokenExpiredError("the token has expired (`exp` has passed); sign a new one")
-        if now - iat > self.max_age + self.leeway:
+        if iat is not None and self.max_age is not None and now - iat > self.max_age + self.leeway:
             msg = f"the token was issued more than {self.max_age} s ago (`iat`); sign a new one"
             raise TokenTooOldError(msg)
+
+    def valid_until(self, claims: Mapping[str, Any], now: float) -> float:
+        """The last instant this token could still be accepted (for replay memory)."""
+        ends = [now + 86400.0]
+        exp, iat = _numeric(claims, "exp"), _numeric(claims, "iat")
+        if exp is not None:
+            ends.append(exp + self.leeway)
+        if iat is not None and self.max_age is not None:
+            ends.append(iat + self.max_age + self.leeway)
+        return min(ends)
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
@@ -104,83 +115,151 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def load_public_keys(paths: Sequence[Path]) -> list[PublicKey]:
-    """Parse PEM public keys at startup; a bad file is a ``ConfigError`` naming it."""
-    keys: list[PublicKey] = []
-    for index, path in enumerate(paths):
-        try:
-            key = load_pem_public_key(path.read_bytes())
-        except OSError as exc:
-            raise ConfigError([f"public_keys.{index}: cannot read {path}: {exc.strerror}"]) from exc
-        except ValueError as exc:
-            raise ConfigError([f"public_keys.{index}: {path} is not a PEM public key"]) from exc
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            raise ConfigError([f"public_keys.{index}: {path} holds an unsupported key type"])
-        keys.append(key)
-    return keys
+def _strings(value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(str(v) for v in value)
+    return frozenset()
+
+
+def load_jwks(path: Any) -> list[LiveKey]:
+    """Public keys of a JWKS file, each named by its ``kid``."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        key_set = jwt.PyJWKSet.from_dict(document)
+    except OSError as exc:
+        raise ConfigError([f"jwks_file: cannot read {path}: {exc.strerror}"]) from exc
+    except (ValueError, jwt.PyJWKSetError, jwt.InvalidKeyError) as exc:
+        raise ConfigError([f"jwks_file: {path} is not a usable JWKS ({exc})"]) from exc
+    return [
+        LiveKey(k.key_id or f"jwks.{i}", k.key, k.key_id) for i, k in enumerate(key_set.keys) if k.key_type != "oct"
+    ]
 
 
 class JwtVerifier:
     """Verifies ``Authorization: Bearer <jwt>`` for one source."""
 
-    scheme = "bearer"
+    method = "jwt"
     challenge = 'Bearer realm="receiver"'
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only; from_settings is the usual way in
         self,
         *,
-        keys: Sequence[PublicKey],
+        keys: Sequence[LiveKey],
+        secrets: Sequence[LiveSecret],
         algorithms: Sequence[str],
         subject: str | None,
+        issuer: str | None = None,
+        audience: str | None = None,
         policy: TimePolicy,
+        reject_replayed_jti: bool = False,
     ) -> None:
         self._algorithms = frozenset(algorithms)
-        self._keys_by_alg = {alg: [k for k in keys if isinstance(k, _KEY_TYPES[alg[:2]])] for alg in self._algorithms}
+        self._keys = list(keys)
+        self._secrets = list(secrets)
         self._subject = subject
+        self._issuer = issuer
+        self._audience = audience
         self._policy = policy
+        self._replays = ReplayCache() if reject_replayed_jti else None
         self._decoder = jwt.PyJWT()
-        self._verified: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Mapping[str, Any], str, float | None]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: JwtAuthSettings, default_subject: str | None) -> JwtVerifier:
         keys = load_public_keys(settings.public_keys)
+        if settings.jwks_file is not None:
+            keys += load_jwks(settings.jwks_file)
         for alg in settings.algorithms:
-            if not any(isinstance(k, _KEY_TYPES[alg[:2]]) for k in keys):
+            if alg not in HMAC_ALGORITHMS and not any(isinstance(k.key, _KEY_TYPES[alg[:2]]) for k in keys):
                 raise ConfigError([f"algorithms: no configured public key can verify {alg}"])
         policy = TimePolicy(
             max_age=settings.max_age_seconds,
             max_lifetime=settings.max_lifetime_seconds,
             leeway=settings.leeway_seconds,
+            require_iat=settings.require_iat,
             require_exp=settings.require_exp,
         )
-        subject = settings.subject or default_subject
-        return cls(keys=keys, algorithms=settings.algorithms, subject=subject, policy=policy)
+        return cls(
+            keys=keys,
+            secrets=load_secrets(settings.secrets),
+            algorithms=settings.algorithms,
+            subject=settings.subject or default_subject,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            policy=policy,
+            reject_replayed_jti=settings.reject_replayed_jti,
+        )
 
-    def verify(self, credentials: str, now: float) -> Principal:
-        claims = self._verified.get(credentials)
-        if claims is None:
-            claims = self._verify_signature(credentials)
-            self._check_subject(claims)
+    def carries(self, credentials: Credentials) -> bool:
+        authorization = credentials.authorization()
+        return authorization is not None and authorization[0] == "bearer"
+
+    def expiries(self) -> Iterable[Expiry]:
+        items: list[LiveKey | LiveSecret] = [*self._keys, *self._secrets]
+        for item in items:
+            if item.not_after is not None:
+                yield Expiry(self.method, item.id, item.not_after)
+
+    def verify(self, credentials: Credentials) -> Principal:
+        authorization = credentials.authorization()
+        token = authorization[1] if authorization else ""
+        now = credentials.now
+        cached = self._verified.get(token)
+        if cached is not None and (cached[2] is None or now <= cached[2]):
+            claims, key_id, _ = cached
+        else:
+            self._verified.pop(token, None)
+            claims, key_id, not_after = self._verify_signature(token, now)
+            self._check_identity(claims)
+            self._verified[token] = (claims, key_id, not_after)
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
         try:
             self._policy.check(claims, now)
         except InvalidTokenError:
-            self._verified.pop(credentials, None)
+            self._verified.pop(token, None)
             raise
-        self._remember(credentials, claims)
-        return Principal(method="jwt", name=str(claims.get("sub", "")), claims=claims)
+        if self._replays is not None:
+            self._refuse_replay(claims, now)
+        groups = claims.get("groups")
+        return Principal(
+            method=self.method,
+            name=str(claims.get("sub", "")),
+            key_id=key_id,
+            roles=_strings(claims.get("roles", claims.get("scope"))),
+            groups=None if groups is None else _strings(groups),
+            claims=claims,
+        )
 
-    def _verify_signature(self, token: str) -> Mapping[str, Any]:
+    def _candidates(self, alg: str, kid: str | None, now: float) -> list[tuple[Any, str, float | None]]:
+        if alg in HMAC_ALGORITHMS:
+            pool: list[tuple[Any, str, str | None, float | None, bool]] = [
+                (s.value, s.id, s.id, s.not_after, s.usable(now)) for s in self._secrets
+            ]
+        else:
+            pool = [
+                (k.key, k.id, k.kid, k.not_after, k.usable(now))
+                for k in self._keys
+                if isinstance(k.key, _KEY_TYPES[alg[:2]])
+            ]
+        if kid is not None and any(entry[2] is not None for entry in pool):
+            pool = [entry for entry in pool if entry[2] == kid]  # the token names its key
+        return [(key, key_id, not_after) for key, key_id, _, not_after, usable in pool if usable]
+
+    def _verify_signature(self, token: str, now: float) -> tuple[Mapping[str, Any], str, float | None]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
-            msg = "the bearer token is not a well-formed JWT"
-            raise InvalidTokenError(msg) from exc
+            raise InvalidTokenError("the bearer token is not a well-formed JWT") from exc
         alg = header.get("alg")
         if alg not in self._algorithms:
             allowed = ", ".join(sorted(self._algorithms))
             msg = f"the token's algorithm {str(alg)[:16]!r} is not accepted here; sign with {allowed}"
             raise InvalidTokenError(msg)
-        for key in self._keys_by_alg[alg]:
+        kid = header.get("kid")
+        for key, key_id, not_after in self._candidates(alg, kid if isinstance(kid, str) else None, now):
             try:
                 claims: dict[str, Any] = self._decoder.decode(token, key, algorithms=[alg], options=_SIGNATURE_ONLY)
             except jwt.InvalidSignatureError:
@@ -188,18 +267,26 @@ class JwtVerifier:
             except jwt.InvalidTokenError as exc:
                 log.info("jwt rejected: %s", type(exc).__name__)
                 raise InvalidTokenError("the bearer token could not be decoded as a signed JWT") from exc
-            return claims
-        raise InvalidTokenError("the token's signature does not verify with this source's keys")
+            return claims, key_id, not_after
+        raise InvalidTokenError("the token's signature does not verify with this source's current keys")
 
-    def _check_subject(self, claims: Mapping[str, Any]) -> None:
-        if self._subject is None:
-            return
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not hmac.compare_digest(sub.encode(), self._subject.encode()):
-            raise SubjectMismatchError("the token's `sub` claim is not the domain this source belongs to")
+    def _check_identity(self, claims: Mapping[str, Any]) -> None:
+        if self._subject is not None:
+            sub = claims.get("sub")
+            if not isinstance(sub, str) or not hmac.compare_digest(sub.encode(), self._subject.encode()):
+                raise SubjectMismatchError("the token's `sub` claim does not name this source")
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise InvalidTokenError("the token's `iss` claim is not the issuer this source trusts")
+        if self._audience is not None:
+            aud = claims.get("aud")
+            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+            if self._audience not in audiences:
+                raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _remember(self, token: str, claims: Mapping[str, Any]) -> None:
-        self._verified[token] = claims
-        self._verified.move_to_end(token)
-        if len(self._verified) > _CACHE_SIZE:
-            self._verified.popitem(last=False)
+    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
+        assert self._replays is not None
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidTokenError("this source requires a unique `jti` claim in every token")
+        if not self._replays.first_use(jti, self._policy.valid_until(claims, now), now):
+            raise ReplayedRequestError("this token (`jti`) was already used; sign a new one for each request")

@@ -1,27 +1,75 @@
-"""What authentication yields, and what every verifier must offer."""
+"""What a request offers as proof, what authentication yields, and what every verifier offers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """The parts of a request a verifier may look at: headers, the raw body, the time."""
+
+    headers: Mapping[bytes, bytes]  # lower-case names; the first of repeated headers
+    body: bytes
+    now: float  # Unix seconds, taken once when the request arrived
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name.lower().encode())
+        return None if value is None else value.decode("latin-1")
+
+    def authorization(self) -> tuple[str, str] | None:
+        """``(scheme in lower case, credentials)`` of the Authorization header, if any."""
+        value = self.header("authorization")
+        if value is None:
+            return None
+        scheme, _, param = value.strip().partition(" ")
+        return scheme.lower(), param.strip()
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """The proven sender: the method used and a name that is never a secret."""
+    """The proven sender. ``name`` and ``key_id`` are never secrets: they go to logs and audit."""
 
     method: str
     name: str
+    key_id: str | None = None
+    roles: frozenset[str] = frozenset()
+    groups: frozenset[str] | None = None  # None: the credential does not restrict groups
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A credential with a ``not_after``, for the expiry metric."""
+
+    method: str
+    key_id: str
+    not_after: float
+
+
 class Verifier(Protocol):
-    """Checks the credentials of one ``Authorization`` scheme for one source."""
+    """Checks one authentication method for one source."""
 
-    scheme: str  # lower-case scheme name: "bearer" or "basic"
-    challenge: str  # the WWW-Authenticate challenge that names this method
+    @property
+    def method(self) -> str:
+        """The config ``type`` of this method."""
+        ...
 
-    def verify(self, credentials: str, now: float) -> Principal:
+    @property
+    def challenge(self) -> str | None:
+        """The WWW-Authenticate challenge naming this method, if it has one."""
+        ...
+
+    def carries(self, credentials: Credentials) -> bool:
+        """Does the request carry this method's credential at all (not: is it valid)?"""
+        ...
+
+    def verify(self, credentials: Credentials) -> Principal:
         """Return the principal, or raise an ``AuthError`` subclass."""
+        ...
+
+    def expiries(self) -> Iterable[Expiry]:
+        """Credentials of this verifier that carry a ``not_after``."""
         ...

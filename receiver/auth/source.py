@@ -1,40 +1,61 @@
-"""One source's authentication: its verifiers, chosen by the scheme a request carries."""
+"""One source's authentication: its verifiers, the one chosen by the credential a request carries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from receiver.auth.basic import BasicVerifier
+from receiver.auth.bearer import BearerVerifier
 from receiver.auth.jwt import JwtVerifier
-from receiver.auth.principal import Principal, Verifier
-from receiver.errors import AuthError, AuthRequiredError, ConfigError, InvalidTokenError
-from receiver.settings import BasicAuthSettings, JwtAuthSettings, SourceSettings
+from receiver.auth.principal import Credentials, Expiry, Principal, Verifier
+from receiver.auth_settings import BasicAuthSettings, BearerAuthSettings, JwtAuthSettings
+from receiver.errors import AuthError, AuthRequiredError, ConfigError
+from receiver.settings import SourceSettings
+
+Builder = Callable[[Any, str | None], Verifier]
+
+BUILDERS: dict[type[Any], Builder] = {
+    JwtAuthSettings: JwtVerifier.from_settings,
+    BearerAuthSettings: lambda s, _domain: BearerVerifier.from_settings(s),
+    BasicAuthSettings: lambda s, _domain: BasicVerifier.from_settings(s),
+}
 
 
 class SourceAuth:
     """Authenticates requests for one source with the verifiers it was configured with."""
 
     def __init__(self, verifiers: Sequence[Verifier]) -> None:
-        self._by_scheme = {v.scheme: v for v in verifiers}
-        self._challenges = [v.challenge for v in verifiers]
+        self._verifiers = list(verifiers)
+        self._challenges = [v.challenge for v in self._verifiers if v.challenge]
 
-    def authenticate(self, authorization: str | None, now: float) -> Principal:
-        """Verify the ``Authorization`` header; the scheme decides the one method tried."""
-        if not authorization:
-            msg = "this source needs credentials in the Authorization header"
-            raise AuthRequiredError(msg, self._challenges)
-        scheme, _, credentials = authorization.strip().partition(" ")
-        verifier = self._by_scheme.get(scheme.lower())
-        if verifier is None or not credentials.strip():
-            accepted = " or ".join(v.scheme.capitalize() for v in self._by_scheme.values())
-            msg = f"this source accepts {accepted} credentials in the Authorization header"
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """The credential the request carries decides the one method tried: no falling through."""
+        verifier = self._choose(credentials)
+        if verifier is None:
+            accepted = ", ".join(sorted({v.method for v in self._verifiers}))
+            msg = f"this source needs credentials; it accepts: {accepted}"
             raise AuthRequiredError(msg, self._challenges)
         try:
-            return verifier.verify(credentials.strip(), now)
+            return verifier.verify(credentials)
         except AuthError as exc:
-            if not isinstance(exc, InvalidTokenError):  # those carry RFC 6750's error="invalid_token"
+            if verifier.challenge and type(exc).challenge == AuthError.challenge:
                 exc.challenge = verifier.challenge
             raise
+
+    def _choose(self, credentials: Credentials) -> Verifier | None:
+        candidates = [v for v in self._verifiers if v.carries(credentials)]
+        if len(candidates) > 1:
+            # JWTs and static tokens share the Bearer scheme: a JWT-shaped token goes to
+            # the JWT verifier, anything else to the static tokens.
+            authorization = credentials.authorization()
+            shaped = authorization is not None and authorization[1].count(".") == 2
+            candidates.sort(key=lambda v: v.method != ("jwt" if shaped else "bearer"))
+        return candidates[0] if candidates else None
+
+    def expiries(self) -> Iterable[Expiry]:
+        for verifier in self._verifiers:
+            yield from verifier.expiries()
 
 
 def build_source_auth(settings: SourceSettings) -> SourceAuth:
@@ -43,18 +64,13 @@ def build_source_auth(settings: SourceSettings) -> SourceAuth:
     problems: list[str] = []
     for index, method in enumerate(settings.auth):
         try:
-            if isinstance(method, JwtAuthSettings):
-                verifiers.append(JwtVerifier.from_settings(method, settings.domain))
-            elif isinstance(method, BasicAuthSettings):
-                verifiers.append(BasicVerifier(method.username, method.secret()))
+            verifiers.append(BUILDERS[type(method)](method, settings.domain))
         except ConfigError as exc:
             problems.extend(f"auth.{index}.{p}" for p in exc.problems)
-        except ValueError as exc:
-            problems.append(f"auth.{index}: {exc}")
-    schemes = [v.scheme for v in verifiers]
-    duplicates = sorted({s for s in schemes if schemes.count(s) > 1})
+    methods = [v.method for v in verifiers]
+    duplicates = sorted({m for m in methods if methods.count(m) > 1})
     if duplicates:
-        problems.append(f"auth: only one method per scheme; {', '.join(duplicates)} is configured twice")
+        problems.append(f"auth: each method at most once per source; {', '.join(duplicates)} is repeated")
     if problems:
         raise ConfigError(problems)
     return SourceAuth(verifiers)

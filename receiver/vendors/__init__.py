@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from receiver.vendors import iotcomms
+from receiver.vendors import iotcomms, tracker
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Vendor:
     data: Callable[[Any], Any]
     subject: Callable[[Any, str | None], str]
     time: Callable[[Any], float | None]
+    group: Callable[[Any], str | None] = lambda _payload: None  # the device group, where the vendor has one
 
 
 VENDORS: dict[str, Vendor] = {
@@ -38,5 +39,15 @@ VENDORS: dict[str, Vendor] = {
         data=iotcomms.event_data,
         subject=iotcomms.subject,
         time=iotcomms.event_time,
+    ),
+    tracker.KIND: Vendor(
+        kind=tracker.KIND,
+        type_prefix=tracker.TYPE_PREFIX,
+        media_types=tracker.MEDIA_TYPES,
+        events=tracker.EVENTS,
+        data=tracker.event_data,
+        subject=tracker.subject,
+        time=tracker.event_time,
+        group=tracker.group,
     ),
 }

@@ -1,0 +1,169 @@
+"""The audit trail: one record per request (the fields of Soracom's audit log), off the request path.
+
+Records are queued when a response is finished and written in batches by a background
+task, to ``<topic_prefix>.audit`` (or the embedded store). A request never waits for
+its audit record.
+
+Flood control: every request that got past authentication is recorded. Requests
+refused *before* a sender was proven (unknown source, no or bad credentials, address
+not allowed, rate limited) are recorded individually up to ``unauthenticated_per_second``
+per source; beyond that they are only counted, and a ``summary`` record per
+(source, code) is written every ``summary_interval_seconds`` with the count and the
+busiest client addresses. An unauthenticated flood therefore costs the broker at most
+a fixed number of records per second, whatever its size. The write buffer is bounded
+too: when the publisher is down, the oldest records are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from receiver.events import Outcome, Record
+from receiver.normalize import rfc3339
+from receiver.publish import Publisher
+
+log = logging.getLogger("receiver.audit")
+
+_MAX_BUFFER = 50_000
+_SUMMARY_CLIENTS = 10
+AUTHENTICATED = "authenticated"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the HTTP layer knows once the response is finished."""
+
+    method: str
+    path: str
+    status: int
+    latency_ms: float
+    finished_at: float
+
+
+class AuditTrail:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        unauthenticated_per_second: float,
+        summary_interval: float,
+        flush_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topic = topic
+        self._rate = unauthenticated_per_second
+        self._summary_interval = summary_interval
+        self._flush_interval = flush_interval
+        self._clock = clock
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._allowance: dict[str, tuple[float, float]] = {}  # source -> (tokens, updated)
+        self._suppressed: dict[tuple[str, str], Counter[str]] = {}
+        self._last_summary = clock()
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, outcome: Outcome, facts: RequestFacts) -> None:
+        """Queue the audit record of one finished request (or count it, under a flood)."""
+        entry = {
+            "type": "request",
+            "time": rfc3339(facts.finished_at),
+            "request_id": outcome.request_id,
+            "client_ip": outcome.client_ip,
+            "source": outcome.source,
+            "principal": outcome.principal,
+            "auth_method": outcome.auth_method,
+            "key_id": outcome.key_id,
+            "method": facts.method,
+            "path": facts.path,
+            "status": facts.status,
+            "code": outcome.code or ("ok" if facts.status < 400 else f"http_{facts.status}"),
+            "event_id": outcome.event_id,
+            "latency_ms": facts.latency_ms,
+        }
+        if outcome.principal is None and not self._allow(outcome.source or "", facts.finished_at):
+            key = (outcome.source or "", str(entry["code"]))
+            self._suppressed.setdefault(key, Counter())[outcome.client_ip] += 1
+            return
+        self._append(entry)
+
+    def _allow(self, source: str, now: float) -> bool:
+        tokens, updated = self._allowance.get(source, (self._rate, now))
+        tokens = min(self._rate, tokens + (now - updated) * self._rate)
+        allowed = tokens >= 1
+        self._allowance[source] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        self._buffer.append(entry)
+        while len(self._buffer) > _MAX_BUFFER:
+            self._buffer.popleft()
+            self.dropped += 1
+
+    def _summaries(self, now: float) -> None:
+        if now - self._last_summary < self._summary_interval and not self._draining:
+            return
+        for (source, code), clients in self._suppressed.items():
+            self._append({
+                "type": "summary",
+                "time": rfc3339(now),
+                "window_start": rfc3339(self._last_summary),
+                "source": source,
+                "code": code,
+                "count": sum(clients.values()),
+                "top_clients": [{"client_ip": ip, "count": n} for ip, n in clients.most_common(_SUMMARY_CLIENTS)],
+            })  # fmt: skip
+        self._suppressed.clear()
+        self._last_summary = now
+
+    _draining = False
+
+    async def flush(self, publisher: Publisher) -> None:
+        """Write what is queued; on failure keep it (bounded) for the next attempt."""
+        self._summaries(self._clock())
+        if not self._buffer:
+            return
+        batch = list(self._buffer)
+        records = [
+            Record(
+                topic=self.topic,
+                key=(entry.get("source") or "").encode(),
+                value=json.dumps(entry, separators=(",", ":")).encode(),
+                headers=[("content-type", b"application/json")],
+            )
+            for entry in batch
+        ]
+        try:
+            await publisher.publish(records)
+        except Exception as exc:  # noqa: BLE001 - the trail must survive any publisher failure
+            log.warning("audit records not written yet (%d queued): %s", len(batch), exc)
+            return
+        for _ in batch:
+            self._buffer.popleft()
+        self.written += len(batch)
+
+    async def run(self, publisher: Publisher) -> None:
+        """Flush every ``flush_interval`` until cancelled."""
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            await self.flush(publisher)
+
+    def start(self, publisher: Publisher) -> None:
+        self._task = asyncio.create_task(self.run(publisher), name="audit-writer")
+
+    async def stop(self, publisher: Publisher) -> None:
+        """Final flush, summaries included, before the publisher closes."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._draining = True
+        await self.flush(publisher)

@@ -1,0 +1,154 @@
+"""Soracom Beam's signature header (version 20151001), checked against pre-shared keys.
+
+Beam adds ``x-soracom-signature``: the lower-case hex SHA-256 of the pre-shared key
+followed by the identity headers it added and the timestamp, each as ``name=value``,
+in the fixed order Soracom documents (not the order the headers arrive in)::
+
+    {PSK}x-soracom-imei={IMEI}x-soracom-imsi={IMSI}x-soracom-msisdn={MSISDN}
+         x-soracom-sim-id={SIM-ID}x-soracom-timestamp={TS}
+
+Only the headers Beam was told to add are present, and only those are signed. Sigfox
+and LoRaWAN devices sign ``x-soracom-sigfox-device-id`` / ``x-soracom-lora-device-id``
+and Inventory devices ``x-device-id`` instead; the cellular headers win when both kinds
+appear, as in Soracom's reference verifier, because a device's own headers pass through.
+
+The signature covers neither the body nor the path: it proves that Beam forwarded a
+request from that SIM at that time, and TLS between Beam and us protects the rest. So
+a signature is accepted once (within the window) and the timestamp must be recent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from typing import Self
+
+from receiver.auth.material import LiveSecret, load_secrets
+from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth.replay import ReplayCache
+from receiver.auth_settings import SoracomBeamAuthSettings
+from receiver.errors import InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
+
+SIGNATURE_VERSION = "20151001"
+# Each group in signing order; the first group with a header present is the one signed.
+_IDENTITY_GROUPS = (
+    ("x-soracom-imei", "x-soracom-imsi", "x-soracom-msisdn", "x-soracom-sim-id"),
+    ("x-soracom-sigfox-device-id",),
+    ("x-soracom-lora-device-id",),
+    ("x-device-id",),
+)
+# The principal's name: the most specific identity present.
+_NAME_ORDER = (
+    "x-soracom-imsi",
+    "x-soracom-sim-id",
+    "x-soracom-imei",
+    "x-soracom-msisdn",
+    "x-soracom-sigfox-device-id",
+    "x-soracom-lora-device-id",
+    "x-device-id",
+)
+# No '=' allowed: a value can then never smuggle in a `name=` label of its own.
+_IDENTITY_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def string_to_sign(identity: Sequence[tuple[str, str]], timestamp: str) -> bytes:
+    """The part after the pre-shared key: ``name=value`` pairs, then the timestamp."""
+    pairs = [*identity, ("x-soracom-timestamp", timestamp)]
+    return "".join(f"{name}={value}" for name, value in pairs).encode("latin-1")
+
+
+class SoracomBeamVerifier:
+    """Verifies ``x-soracom-signature`` for one source; several keys may be live at once."""
+
+    challenge: str | None = None
+
+    def __init__(self, method: str, keys: Sequence[LiveSecret], window_seconds: int) -> None:
+        self.method = method
+        self._keys = list(keys)
+        self._window = window_seconds
+        self._seen = ReplayCache()
+
+    @classmethod
+    def from_settings(cls, settings: SoracomBeamAuthSettings) -> Self:
+        return cls(settings.type, load_secrets(settings.keys, "keys"), settings.replay_window_seconds)
+
+    def carries(self, credentials: Credentials) -> bool:
+        return any(credentials.header(n) is not None for n in ("x-soracom-signature", "x-soracom-signature-version"))
+
+    def verify(self, credentials: Credentials) -> Principal:
+        signature, timestamp = self._signature_headers(credentials)
+        identity = _identity(credentials)
+        key = self._matching_key(signature, string_to_sign(identity, timestamp), credentials.now)
+        if key is None:
+            msg = "the x-soracom-signature does not match; check the pre-shared key set in Beam"
+            raise InvalidSignatureError(msg)
+        signed_at = int(timestamp) / 1000
+        if credentials.now - signed_at > self._window:
+            msg = f"the x-soracom-timestamp is more than {self._window} s old; send a fresh request"
+            raise SignatureExpiredError(msg)
+        if signed_at - credentials.now > self._window:
+            msg = f"the x-soracom-timestamp is more than {self._window} s in the future; check the clocks"
+            raise SignatureExpiredError(msg)
+        if not self._seen.first_use(signature, signed_at + self._window, credentials.now):
+            raise ReplayedRequestError("this Soracom Beam signature was already used; send a fresh request")
+        values = dict(identity)
+        name = next(values[n] for n in _NAME_ORDER if n in values)
+        claims = {**values, "x-soracom-timestamp": timestamp}
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims)
+
+    def expiries(self) -> Iterable[Expiry]:
+        return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
+
+    def _matching_key(self, signature: str, signed: bytes, now: float) -> LiveSecret | None:
+        # Every usable key is hashed and compared, whichever matched first.
+        found = None
+        for key in self._keys:
+            if not key.usable(now):
+                continue
+            expected = hashlib.sha256(key.value + signed).hexdigest().encode()
+            if hmac.compare_digest(expected, signature.encode()) and found is None:
+                found = key
+        return found
+
+    @staticmethod
+    def _signature_headers(credentials: Credentials) -> tuple[str, str]:
+        """The signature (lower case) and the timestamp, once all three headers are well-formed."""
+        version = _required(credentials, "x-soracom-signature-version")
+        signature = _required(credentials, "x-soracom-signature")
+        timestamp = _required(credentials, "x-soracom-timestamp")
+        if version != SIGNATURE_VERSION:
+            msg = f"the x-soracom-signature-version header must be {SIGNATURE_VERSION}"
+            raise InvalidSignatureError(msg)
+        if not _HEX_DIGEST.fullmatch(signature):
+            raise InvalidSignatureError("the x-soracom-signature header is malformed; expected 64 hex digits")
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise InvalidSignatureError("the x-soracom-timestamp header is malformed; expected Unix milliseconds")
+        return signature.lower(), timestamp
+
+
+def _required(credentials: Credentials, name: str) -> str:
+    value = credentials.header(name)
+    if value is None:
+        msg = f"the {name} header is missing; enable the signature header in Beam"
+        raise InvalidSignatureError(msg)
+    return value.strip()
+
+
+def _identity(credentials: Credentials) -> list[tuple[str, str]]:
+    """The signed identity headers in signing order, from the first group present."""
+    for group in _IDENTITY_GROUPS:
+        present = [(name, credentials.header(name)) for name in group]
+        identity = [(name, value.strip()) for name, value in present if value is not None]
+        if not identity:
+            continue
+        for name, value in identity:
+            if not _IDENTITY_VALUE.fullmatch(value):
+                msg = f"the {name} header is malformed"
+                raise InvalidSignatureError(msg)
+        return identity
+    msg = "no x-soracom-imsi, -imei, -msisdn or -sim-id header; enable at least one identity header in Beam"
+    raise InvalidSignatureError(msg)

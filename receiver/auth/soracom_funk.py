@@ -1,0 +1,176 @@
+"""Soracom Funk's ``x-soracom-token``: an RS256 JWT signed by Soracom, key chosen by ``kid``.
+
+Soracom publishes each signing key as ``<kid>`` (a file name like
+``v1-<hex>-x509.pem``) under https://s3-ap-northeast-1.amazonaws.com/soracom-public-keys/;
+a key configured without a ``kid`` goes by its file name, which is that ``kid``. A
+token whose ``kid`` names no configured, unexpired key is refused without a signature
+check, and the algorithm is RS256 whatever the token's header says.
+
+The claims, as Soracom documents them (users.soracom.io/ja-jp/docs/funk/validate-token)::
+
+    {"iss": "https://soracom.io", "sub": "funk.soracom.io", "typ": "soracom/token/v1",
+     "aud": "srn:soracom:<operator>:<coverage>:Subscriber:<imsi>", "jti": "...", "iat": ...,
+     "ctx": {"operatorId": "OP...", "resourceType": "Subscriber", "resourceId": "<imsi>",
+             "srn": "...", "imsi": "...", "simId": "...", "imei": "...", "sourceProtocol": "udp"}}
+
+``sub`` must be ``funk.soracom.io``: Soracom signs other tokens (Endorse) with the same
+keys and issuer, and those must not pass as Funk calls. Only ``ctx.operatorId`` ties a
+token to one Soracom account, so a source should always set ``operator_id``. The
+documented token has no ``exp``; ``exp`` and ``nbf`` are checked when present.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.types import Options
+
+from receiver.auth.material import LiveKey, load_public_keys
+from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth_settings import SoracomFunkAuthSettings
+from receiver.errors import ConfigError, InvalidTokenError, TokenExpiredError, TokenNotYetValidError
+
+log = logging.getLogger("receiver.auth")
+
+ALGORITHM = "RS256"
+FUNK_SUBJECT = "funk.soracom.io"
+_MIN_RSA_BITS = 2048
+# PyJWT checks the signature only: the clock is the request's, and the claims are ours.
+_SIGNATURE_ONLY: Options = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+    "enforce_minimum_key_length": True,
+}
+# The principal's name: the most specific device identity in `ctx`.
+_NAME_CLAIMS = ("imsi", "simId", "resourceId", "imei")
+
+
+class SoracomFunkVerifier:
+    """Verifies ``x-soracom-token`` for one source."""
+
+    challenge: str | None = None
+
+    def __init__(
+        self,
+        method: str,
+        keys: Sequence[LiveKey],
+        *,
+        issuer: str,
+        operator_id: str | None,
+        leeway_seconds: int,
+    ) -> None:
+        self.method = method
+        self._keys = list(keys)
+        self._issuer = issuer
+        self._operator_id = operator_id
+        self._leeway = leeway_seconds
+        self._decoder = jwt.PyJWT()
+
+    @classmethod
+    def from_settings(cls, settings: SoracomFunkAuthSettings) -> Self:
+        keys = load_public_keys(settings.public_keys)
+        problems = [
+            f"public_keys.{index}: {spec.path} is not an RSA key of {_MIN_RSA_BITS} bits or more (Funk signs RS256)"
+            for index, (spec, key) in enumerate(zip(settings.public_keys, keys, strict=True))
+            if not isinstance(key.key, rsa.RSAPublicKey) or key.key.key_size < _MIN_RSA_BITS
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            settings.type,
+            keys,
+            issuer=settings.issuer,
+            operator_id=settings.operator_id,
+            leeway_seconds=settings.leeway_seconds,
+        )
+
+    def carries(self, credentials: Credentials) -> bool:
+        return credentials.header("x-soracom-token") is not None
+
+    def verify(self, credentials: Credentials) -> Principal:
+        token = (credentials.header("x-soracom-token") or "").strip()
+        if not token:
+            raise InvalidTokenError("the x-soracom-token header is missing; route the device through Soracom Funk")
+        key, claims = self._verify_signature(token, credentials.now)
+        self._check_claims(claims, credentials.now)
+        ctx = claims.get("ctx")
+        context: Mapping[str, Any] = ctx if isinstance(ctx, Mapping) else {}
+        name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims)
+
+    def expiries(self) -> Iterable[Expiry]:
+        return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
+
+    def _verify_signature(self, token: str, now: float) -> tuple[LiveKey, dict[str, Any]]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise InvalidTokenError("the x-soracom-token is not a well-formed JWT") from exc
+        if header.get("alg") != ALGORITHM:
+            msg = f"the x-soracom-token must be signed with {ALGORITHM}"
+            raise InvalidTokenError(msg)
+        kid = header.get("kid")
+        candidates = [k for k in self._keys if k.id == kid]  # a kid is public: no need to hide it
+        if not candidates:
+            msg = "the x-soracom-token's kid names no configured Soracom public key; add that key file"
+            raise InvalidTokenError(msg)
+        for key in candidates:
+            if not key.usable(now):
+                continue
+            try:
+                claims: dict[str, Any] = self._decoder.decode(
+                    token, key.key, algorithms=[ALGORITHM], options=_SIGNATURE_ONLY
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.InvalidTokenError as exc:
+                log.info("soracom funk token rejected: %s", type(exc).__name__)
+                raise InvalidTokenError("the x-soracom-token could not be decoded as a signed JWT") from exc
+            return key, claims
+        raise InvalidTokenError("the x-soracom-token's signature does not verify with an unexpired Soracom key")
+
+    def _check_claims(self, claims: Mapping[str, Any], now: float) -> None:
+        """Raise for the first claim that does not hold; time rules allow the leeway."""
+        if claims.get("iss") != self._issuer:
+            msg = f"the x-soracom-token's iss is not {self._issuer}"
+            raise InvalidTokenError(msg)
+        if claims.get("sub") != FUNK_SUBJECT:
+            msg = f"the x-soracom-token's sub is not {FUNK_SUBJECT}; only Funk tokens are accepted"
+            raise InvalidTokenError(msg)
+        if self._operator_id is not None:
+            ctx = claims.get("ctx")
+            operator = ctx.get("operatorId") if isinstance(ctx, Mapping) else None
+            if not isinstance(operator, str) or not hmac.compare_digest(operator.encode(), self._operator_id.encode()):
+                raise InvalidTokenError("the x-soracom-token's ctx.operatorId is not the operator this source accepts")
+        iat = _numeric(claims, "iat")
+        nbf = _numeric(claims, "nbf")
+        exp = _numeric(claims, "exp")
+        if iat is None:
+            raise InvalidTokenError("the x-soracom-token has no iat claim")
+        if iat > now + self._leeway or (nbf is not None and nbf > now + self._leeway):
+            msg = "the x-soracom-token is not valid yet (iat or nbf lies in the future); check the clocks"
+            raise TokenNotYetValidError(msg)
+        if exp is not None and now > exp + self._leeway:
+            raise TokenExpiredError("the x-soracom-token has expired (exp has passed); send a fresh request")
+
+
+def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"the x-soracom-token's {name} claim must be a number of Unix seconds"
+        raise InvalidTokenError(msg)
+    return float(value)

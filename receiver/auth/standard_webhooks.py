@@ -1,0 +1,137 @@
+"""Standard Webhooks signatures (symmetric ``v1``: HMAC-SHA256), per standardwebhooks.com.
+
+The sender signs ``{webhook-id}.{webhook-timestamp}.{raw body}`` with the secret's bytes
+(the base64 after ``whsec_``) and sends ``webhook-signature: v1,<base64> ...``, a
+space-separated list so that it can sign with an old and a new secret during a
+rotation. Entries of other versions (``v1a`` is the asymmetric one) are ignored.
+
+The timestamp must lie within the tolerance either way, and a ``webhook-id`` is accepted
+once until its timestamp leaves the tolerance. Senders keep the id when they retry but
+re-sign with a new timestamp, so a retry sent after the window has passed is accepted.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import re
+from base64 import b64decode
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Self
+
+from receiver.auth.material import LiveSecret, load_secrets
+from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth.replay import ReplayCache
+from receiver.auth_settings import StandardWebhooksAuthSettings
+from receiver.errors import ConfigError, InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
+
+SECRET_PREFIX = b"whsec_"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE_SIZE = 32
+
+
+def decode_secret(value: bytes) -> bytes:
+    """The HMAC key in a ``whsec_<base64>`` secret; the prefix is optional, padding too."""
+    encoded = value.removeprefix(SECRET_PREFIX)
+    key = b64decode(encoded + b"=" * (-len(encoded) % 4), validate=True)
+    if not key:
+        raise ValueError("empty")
+    return key
+
+
+class StandardWebhooksVerifier:
+    """Verifies ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` for one source."""
+
+    challenge: str | None = None
+
+    def __init__(self, method: str, keys: Sequence[LiveSecret], tolerance_seconds: int) -> None:
+        """``keys`` hold the decoded HMAC keys, not the ``whsec_`` strings."""
+        self.method = method
+        self._keys = list(keys)
+        self._tolerance = tolerance_seconds
+        self._seen = ReplayCache()
+
+    @classmethod
+    def from_settings(cls, settings: StandardWebhooksAuthSettings) -> Self:
+        secrets = load_secrets(settings.secrets)
+        keys = [replace(secret, value=_decoded(secret, index)) for index, secret in enumerate(secrets)]
+        return cls(settings.type, keys, settings.tolerance_seconds)
+
+    def carries(self, credentials: Credentials) -> bool:
+        names = ("webhook-signature", "webhook-id", "webhook-timestamp")
+        return any(credentials.header(n) is not None for n in names)
+
+    def verify(self, credentials: Credentials) -> Principal:
+        msg_id = _required(credentials, "webhook-id")
+        timestamp = _required(credentials, "webhook-timestamp")
+        signatures = _v1_signatures(_required(credentials, "webhook-signature"))
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise InvalidSignatureError("the webhook-timestamp header is malformed; expected Unix seconds")
+        signed = f"{msg_id}.{timestamp}.".encode("latin-1") + credentials.body
+        key = self._matching_key(signatures, signed, credentials.now)
+        if key is None:
+            raise InvalidSignatureError("no v1 webhook-signature matches; check the endpoint's whsec_ secret")
+        signed_at = int(timestamp)
+        if credentials.now - signed_at > self._tolerance:
+            msg = f"the webhook-timestamp is more than {self._tolerance} s old; the sender must re-sign"
+            raise SignatureExpiredError(msg)
+        if signed_at - credentials.now > self._tolerance:
+            msg = f"the webhook-timestamp is more than {self._tolerance} s in the future; check the clocks"
+            raise SignatureExpiredError(msg)
+        if not self._seen.first_use(msg_id, signed_at + self._tolerance, credentials.now):
+            raise ReplayedRequestError("this webhook-id was already accepted; a webhook is delivered once")
+        claims = {"webhook-id": msg_id, "webhook-timestamp": signed_at}
+        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims)
+
+    def expiries(self) -> Iterable[Expiry]:
+        return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
+
+    def _matching_key(self, signatures: Sequence[bytes], signed: bytes, now: float) -> LiveSecret | None:
+        # Every usable key against every v1 entry, whichever matched first.
+        found = None
+        for key in self._keys:
+            if not key.usable(now):
+                continue
+            expected = hmac.digest(key.value, signed, "sha256")
+            for signature in signatures:
+                if hmac.compare_digest(expected, signature) and found is None:
+                    found = key
+        return found
+
+
+def _decoded(secret: LiveSecret, index: int) -> bytes:
+    try:
+        return decode_secret(secret.value)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError([f"secrets.{index}: not a Standard Webhooks secret (whsec_ followed by base64)"]) from exc
+
+
+def _required(credentials: Credentials, name: str) -> str:
+    value = credentials.header(name)
+    if value is None or not value.strip():
+        msg = f"the {name} header is missing; the sender must follow Standard Webhooks"
+        raise InvalidSignatureError(msg)
+    return value.strip()
+
+
+def _v1_signatures(header: str) -> list[bytes]:
+    """The decoded ``v1`` entries; other versions are skipped, a broken entry is an error."""
+    malformed = "the webhook-signature header is malformed; expected space-separated v1,<base64> entries"
+    signatures = []
+    for entry in header.split():
+        version, comma, encoded = entry.partition(",")
+        if not comma:
+            raise InvalidSignatureError(malformed)
+        if version != "v1":
+            continue
+        try:
+            signature = b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidSignatureError(malformed) from exc
+        if len(signature) != _SIGNATURE_SIZE:
+            raise InvalidSignatureError(malformed)
+        signatures.append(signature)
+    if not signatures:
+        raise InvalidSignatureError("the webhook-signature header has no v1 signature; HMAC-SHA256 is required")
+    return signatures

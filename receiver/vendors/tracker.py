@@ -1,0 +1,64 @@
+"""The device-tracker platform's per-group Push API: one device message per POST.
+
+The platform posts every incoming message of a group's devices to the backend URL
+configured on the group. Its push schema is not published beyond the concepts, so
+the model is an assumption written down here and in the README: ``deviceId`` and
+``group`` (the group whose push sent it) are required strings; ``timestamp`` (Unix
+seconds or RFC 3339), ``position`` (``lat``, ``lon``, ``accuracy`` in metres),
+``temperature`` (°C), ``battery`` (%) and the raw ``payload`` (hex) are optional;
+unknown fields are kept.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Position(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy: float | None = Field(default=None, ge=0, description="metres")
+
+
+class TrackerMessage(BaseModel):
+    """A device message pushed for one group."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    device_id: str = Field(alias="deviceId", min_length=1, max_length=128)
+    group: str = Field(min_length=1, max_length=128)
+    timestamp: datetime | float | None = None
+    position: Position | None = None
+    temperature: float | None = Field(default=None, description="°C")
+    battery: float | None = Field(default=None, ge=0, le=100, description="%")
+    payload: str | None = Field(default=None, description="the raw frame, hex")
+
+
+KIND = "tracker"
+TYPE_PREFIX = "com.tracker."
+MEDIA_TYPES = frozenset({"application/json"})
+EVENTS: dict[str, type[TrackerMessage]] = {"push": TrackerMessage, "message": TrackerMessage}
+
+
+def event_data(payload: TrackerMessage) -> dict[str, Any]:
+    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def subject(payload: TrackerMessage, domain: str | None) -> str:
+    del domain
+    return payload.device_id
+
+
+def event_time(payload: TrackerMessage) -> float | None:
+    if isinstance(payload.timestamp, datetime):
+        return payload.timestamp.timestamp()
+    return payload.timestamp
+
+
+def group(payload: TrackerMessage) -> str | None:
+    return payload.group
