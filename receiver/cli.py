@@ -107,6 +107,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print an Argon2id hash for ``password_hash``; the password comes from stdin or a prompt."""
+    import getpass  # noqa: PLC0415
+
+    from receiver.auth.basic import hash_password  # noqa: PLC0415
+
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the two entries differ", file=sys.stderr)
+            return 1
+    if not password:
+        print("an empty password is not accepted", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def cmd_events_tail(args: argparse.Namespace) -> int:
     """Print the embedded store's events as JSON lines; ``--follow`` keeps printing new ones."""
     from receiver.publish.store import connect, last_seq, read_events  # noqa: PLC0415
@@ -159,6 +179,10 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=300, help="seconds until exp (default 300)")
     token.add_argument("--alg", default="RS256", choices=["RS256", "RS384", "RS512", "PS256", "ES256", "EdDSA"])
     token.set_defaults(run=cmd_token)
+
+    hashing = sub.add_parser("hash-password", help="print an Argon2id hash for a Basic password_hash")
+    hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    hashing.set_defaults(run=cmd_hash_password)
 
     events = sub.add_parser("events", help="read the embedded event store")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -54,11 +54,13 @@ class Pipeline:
                 payload = validate(source.vendor, delivery)
             except RequestError as exc:
                 await self._publisher.publish([deadletter_record(delivery, exc, self._prefix)])
+                principal.accept()
                 raise
             self._authorize_group(source, principal, payload)
             event = normalize(delivery, source.vendor, payload, source.domain)
             topic = topic_for(self._prefix, source.vendor.kind, delivery.event, source.settings.topic)
             await self._publisher.publish(route(event, topic))
+            principal.accept()  # durable now: from here on the same credential is a replay
         except RequestError as exc:
             if budget is not None:
                 exc.extra_headers.update(budget.headers())

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from receiver.auth.hmac_signature import HmacVerifier
-from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth.principal import Credentials, Expiry, Principal, Verifier
 from receiver.auth.soracom_beam import SoracomBeamVerifier
 from receiver.auth.soracom_funk import SoracomFunkVerifier
 from receiver.auth.standard_webhooks import StandardWebhooksVerifier
@@ -260,9 +260,16 @@ def test_beam_window(now: float, error: type[AuthError] | None) -> None:
 def test_beam_replay_refused_even_with_another_body() -> None:
     """The signature covers no body, so a signature is accepted once: a replay is refused."""
     verifier = beam()
-    verifier.verify(beam_request())
+    verifier.verify(beam_request()).accept()  # the pipeline accepts once the event is durable
     again = credentials(BEAM_HEADERS, BEAM_NOW + 10, body=b'{"temperature": 99}')
     refused(verifier, again, ReplayedRequestError, BEAM_KEY, BEAM_SIGNATURE)
+
+
+def test_replay_is_remembered_only_once_accepted() -> None:
+    """A request refused downstream (say, Kafka down: 503) may be retried with the same signature."""
+    verifier = beam()
+    verifier.verify(beam_request())  # not accepted: the pipeline never called accept()
+    assert verifier.verify(beam_request()).name
 
 
 def test_beam_rotation_skips_expired_key() -> None:
@@ -414,7 +421,7 @@ def test_webhooks_tolerance(now: float, error: type[AuthError] | None) -> None:
 def test_webhooks_replay_refused_until_window_passes() -> None:
     """A webhook-id is accepted once; a retry re-signed after the tolerance is accepted again."""
     verifier = webhooks()
-    verifier.verify(webhook_request())
+    verifier.verify(webhook_request()).accept()  # the pipeline accepts once the event is durable
     refused(verifier, webhook_request(now=WH_TS + 5), ReplayedRequestError, WH_SECRET, WH_SIGNATURE[3:])
     retry_ts = WH_TS + 301
     retry = webhook_request(
@@ -634,7 +641,7 @@ def test_funk_documented_token_verifies(soracom: Signer) -> None:
 def test_funk_explicit_kid_and_sigfox_name(soracom: Signer) -> None:
     """A kid may be given in the config; a device without IMSI is named by its resource id."""
     verifier = funk({"path": str(soracom.public_path), "kid": "k-2024"}, operator_id=None)
-    ctx = {"resourceType": "SigfoxDevice", "resourceId": "1A2B3C", "imsi": "", "simId": "", "imei": ""}
+    ctx = {"resourceType": "SigfoxDevice", "resourceId": "1A2B3C", "imsi": None, "simId": None, "imei": None}
     principal = verifier.verify(funk_request(soracom.token(claims_with(ctx=ctx), kid="k-2024")))
     assert (principal.name, principal.key_id) == ("1A2B3C", "k-2024")
 
@@ -760,3 +767,10 @@ def test_funk_non_rs256_key_is_config_error(
     with pytest.raises(ConfigError) as caught:
         funk({"path": str(signer.public_path)})
     assert caught.value.problems[0].startswith("public_keys.0:")
+
+
+def test_every_verifier_is_a_verifier(soracom: Signer) -> None:
+    """All four satisfy the Verifier protocol (mypy checks the list), named by their config type."""
+    verifiers: list[Verifier] = [beam(), funk({"path": str(soracom.public_path)}), webhooks(), github()]
+    assert [v.method for v in verifiers] == ["soracom_beam", "soracom_funk", "standard_webhooks", "hmac"]
+    assert all(v.challenge is None for v in verifiers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from receiver.auth.jwt import JwtVerifier
 from receiver.auth.principal import Credentials
 from receiver.auth_settings import JwtAuthSettings
 from receiver.cli import main
+from receiver.errors import InvalidCredentialsError
 from receiver.settings import load_settings
 from tests.conftest import DOMAIN, message_body
 
@@ -123,3 +125,22 @@ def test_events_tail_without_store(tmp_path: Path, capsys: pytest.CaptureFixture
     """Tailing before anything was stored says so and exits 1."""
     assert main(["events", "tail", "--store", str(tmp_path / "none.db")]) == 1
     assert "no event store" in capsys.readouterr().err
+
+
+def test_hash_password_verifies(tmp_path: Path) -> None:
+    """``hash-password`` prints an Argon2id hash that Basic auth accepts for that password only."""
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "hash-password", "--stdin"],
+        input="correct horse\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    hashed = result.stdout.strip()
+    assert hashed.startswith("$argon2id$")
+    assert "correct horse" not in result.stdout
+    from receiver.auth.basic import BasicVerifier  # noqa: PLC0415
+
+    verifier = BasicVerifier("u", password_hash=hashed)
+    good = base64.b64encode(b"u:correct horse").decode()
+    bad = base64.b64encode(b"u:correct horsE").decode()
+    assert verifier.verify(Credentials({b"authorization": f"Basic {good}".encode()}, b"", 0)).name == "u"
+    with pytest.raises(InvalidCredentialsError):
+        verifier.verify(Credentials({b"authorization": f"Basic {bad}".encode()}, b"", 0))

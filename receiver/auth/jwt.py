@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,6 @@ from receiver.auth_settings import HMAC_ALGORITHMS, JwtAuthSettings
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
-    ReplayedRequestError,
     SubjectMismatchError,
     TokenExpiredError,
     TokenLifetimeExceededError,
@@ -221,8 +220,7 @@ class JwtVerifier:
         except InvalidTokenError:
             self._verified.pop(token, None)
             raise
-        if self._replays is not None:
-            self._refuse_replay(claims, now)
+        accept = self._refuse_replay(claims, now) if self._replays is not None else _nothing
         groups = claims.get("groups")
         return Principal(
             method=self.method,
@@ -231,6 +229,7 @@ class JwtVerifier:
             roles=_strings(claims.get("roles", claims.get("scope"))),
             groups=None if groups is None else _strings(groups),
             claims=claims,
+            accept=accept,
         )
 
     def _candidates(self, alg: str, kid: str | None, now: float) -> list[tuple[Any, str, float | None]]:
@@ -283,10 +282,14 @@ class JwtVerifier:
             if self._audience not in audiences:
                 raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> None:
+    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
         assert self._replays is not None
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidTokenError("this source requires a unique `jti` claim in every token")
-        if not self._replays.first_use(jti, self._policy.valid_until(claims, now), now):
-            raise ReplayedRequestError("this token (`jti`) was already used; sign a new one for each request")
+        replayed = "this token (`jti`) was already used; sign a new one for each request"
+        return self._replays.hook(jti, self._policy.valid_until(claims, now), now, replayed)
+
+
+def _nothing() -> None:
+    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ class Credentials:
         if value is None:
             return None
         scheme, _, param = value.strip().partition(" ")
-        return scheme.lower(), param.strip()
+        return (scheme.lower(), param.strip()) if param.strip() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,8 @@ class Principal:
     roles: frozenset[str] = frozenset()
     groups: frozenset[str] | None = None  # None: the credential does not restrict groups
     claims: Mapping[str, Any] = field(default_factory=dict)
+    accept: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
+    """Called once the request was durably handled: replay caches remember it only then."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from receiver.auth.material import LiveSecret, load_secrets
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
 from receiver.auth_settings import SoracomBeamAuthSettings
-from receiver.errors import InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
+from receiver.errors import InvalidSignatureError, SignatureExpiredError
 
 SIGNATURE_VERSION = "20151001"
 # Each group in signing order; the first group with a header present is the one signed.
@@ -93,12 +93,12 @@ class SoracomBeamVerifier:
         if signed_at - credentials.now > self._window:
             msg = f"the x-soracom-timestamp is more than {self._window} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
-        if not self._seen.first_use(signature, signed_at + self._window, credentials.now):
-            raise ReplayedRequestError("this Soracom Beam signature was already used; send a fresh request")
+        replayed = "this Soracom Beam signature was already used; send a fresh request"
+        accept = self._seen.hook(signature, signed_at + self._window, credentials.now, replayed)
         values = dict(identity)
         name = next(values[n] for n in _NAME_ORDER if n in values)
         claims = {**values, "x-soracom-timestamp": timestamp}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, accept=accept)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

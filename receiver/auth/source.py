@@ -7,9 +7,21 @@ from typing import Any
 
 from receiver.auth.basic import BasicVerifier
 from receiver.auth.bearer import BearerVerifier
+from receiver.auth.hmac_signature import HmacVerifier
 from receiver.auth.jwt import JwtVerifier
 from receiver.auth.principal import Credentials, Expiry, Principal, Verifier
-from receiver.auth_settings import BasicAuthSettings, BearerAuthSettings, JwtAuthSettings
+from receiver.auth.soracom_beam import SoracomBeamVerifier
+from receiver.auth.soracom_funk import SoracomFunkVerifier
+from receiver.auth.standard_webhooks import StandardWebhooksVerifier
+from receiver.auth_settings import (
+    BasicAuthSettings,
+    BearerAuthSettings,
+    HmacAuthSettings,
+    JwtAuthSettings,
+    SoracomBeamAuthSettings,
+    SoracomFunkAuthSettings,
+    StandardWebhooksAuthSettings,
+)
 from receiver.errors import AuthError, AuthRequiredError, ConfigError
 from receiver.settings import SourceSettings
 
@@ -19,6 +31,10 @@ BUILDERS: dict[type[Any], Builder] = {
     JwtAuthSettings: JwtVerifier.from_settings,
     BearerAuthSettings: lambda s, _domain: BearerVerifier.from_settings(s),
     BasicAuthSettings: lambda s, _domain: BasicVerifier.from_settings(s),
+    SoracomBeamAuthSettings: lambda s, _domain: SoracomBeamVerifier.from_settings(s),
+    SoracomFunkAuthSettings: lambda s, _domain: SoracomFunkVerifier.from_settings(s),
+    StandardWebhooksAuthSettings: lambda s, _domain: StandardWebhooksVerifier.from_settings(s),
+    HmacAuthSettings: lambda s, _domain: HmacVerifier.from_settings(s),
 }
 
 

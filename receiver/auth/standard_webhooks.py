@@ -7,7 +7,8 @@ rotation. Entries of other versions (``v1a`` is the asymmetric one) are ignored.
 
 The timestamp must lie within the tolerance either way, and a ``webhook-id`` is accepted
 once until its timestamp leaves the tolerance. Senders keep the id when they retry but
-re-sign with a new timestamp, so a retry sent after the window has passed is accepted.
+re-sign with a new timestamp: a retry within the tolerance (after a 503 from us, say)
+is refused as a replay, and the next one, minutes later by the spec's schedule, passes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from receiver.auth.material import LiveSecret, load_secrets
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
 from receiver.auth_settings import StandardWebhooksAuthSettings
-from receiver.errors import ConfigError, InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
+from receiver.errors import ConfigError, InvalidSignatureError, SignatureExpiredError
 
 SECRET_PREFIX = b"whsec_"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -79,10 +80,10 @@ class StandardWebhooksVerifier:
         if signed_at - credentials.now > self._tolerance:
             msg = f"the webhook-timestamp is more than {self._tolerance} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
-        if not self._seen.first_use(msg_id, signed_at + self._tolerance, credentials.now):
-            raise ReplayedRequestError("this webhook-id was already accepted; a webhook is delivered once")
+        replayed = "this webhook-id was already accepted; a webhook is delivered once"
+        accept = self._seen.hook(msg_id, signed_at + self._tolerance, credentials.now, replayed)
         claims = {"webhook-id": msg_id, "webhook-timestamp": signed_at}
-        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims)
+        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims, accept=accept)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
