@@ -164,7 +164,10 @@ class SoracomFunkAuthSettings(_Frozen):
     type: Literal["soracom_funk"]
     public_keys: list[KeyFile] = Field(min_length=1, description="Soracom's signing keys, each with its kid")
     issuer: str = "https://soracom.io"
-    operator_id: str | None = Field(default=None, description="required operator id (`operatorId` claim)")
+    operator_id: str = Field(
+        min_length=1, description="your Soracom operator id; tokens must carry it as `ctx.operatorId`"
+    )
+    max_age_seconds: int = Field(default=300, gt=0, description="oldest accepted `iat` (Funk signs each request)")
     leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     @field_validator("public_keys", mode="before")

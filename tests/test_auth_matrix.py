@@ -226,7 +226,7 @@ def basic_header(user: str, password: str) -> dict[str, str]:
 
 
 def beam_headers(psk: str = BEAM_PSK, imsi: str = "440101234567890", ts: int | None = None) -> dict[str, str]:
-    stamp = str((now() * 1000) if ts is None else ts)
+    stamp = str(int(time.time() * 1000) if ts is None else ts)
     signed = f"{psk}x-soracom-imei=353000000000001x-soracom-imsi={imsi}x-soracom-timestamp={stamp}"
     return {
         "X-Soracom-Imei": "353000000000001",

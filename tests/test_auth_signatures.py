@@ -53,6 +53,7 @@ from receiver.errors import (
     SignatureExpiredError,
     TokenExpiredError,
     TokenNotYetValidError,
+    TokenTooOldError,
 )
 
 PAST = "2001-01-01T00:00:00Z"  # a not_after long gone
@@ -610,7 +611,7 @@ def impostor(funk_dir: Path) -> Signer:
     return _signer(funk_dir, "impostor.pem", rsa.generate_private_key(65537, 2048))
 
 
-def funk(*keys: dict[str, Any], operator_id: str | None = "OP9012345678") -> SoracomFunkVerifier:
+def funk(*keys: dict[str, Any], operator_id: str = "OP9012345678") -> SoracomFunkVerifier:
     settings = SoracomFunkAuthSettings.model_validate(
         {"type": "soracom_funk", "public_keys": list(keys), "operator_id": operator_id}
     )
@@ -640,8 +641,15 @@ def test_funk_documented_token_verifies(soracom: Signer) -> None:
 
 def test_funk_explicit_kid_and_sigfox_name(soracom: Signer) -> None:
     """A kid may be given in the config; a device without IMSI is named by its resource id."""
-    verifier = funk({"path": str(soracom.public_path), "kid": "k-2024"}, operator_id=None)
-    ctx = {"resourceType": "SigfoxDevice", "resourceId": "1A2B3C", "imsi": None, "simId": None, "imei": None}
+    verifier = funk({"path": str(soracom.public_path), "kid": "k-2024"})
+    ctx = {
+        "operatorId": "OP9012345678",
+        "resourceType": "SigfoxDevice",
+        "resourceId": "1A2B3C",
+        "imsi": None,
+        "simId": None,
+        "imei": None,
+    }
     principal = verifier.verify(funk_request(soracom.token(claims_with(ctx=ctx), kid="k-2024")))
     assert (principal.name, principal.key_id) == ("1A2B3C", "k-2024")
 
@@ -671,16 +679,26 @@ def test_funk_claims_refused(soracom: Signer, claims: dict[str, Any], error: typ
     refused(funk({"path": str(soracom.public_path)}), funk_request(token), error, token)
 
 
+def test_funk_too_old_and_replayed(soracom: Signer) -> None:
+    """A token older than max_age is refused; an accepted jti is refused the second time."""
+    verifier = funk({"path": str(soracom.public_path)})
+    token = soracom.token(claims_with())
+    with pytest.raises(TokenTooOldError):
+        verifier.verify(funk_request(token, FUNK_IAT + 301 + 30))
+    verifier.verify(funk_request(token, FUNK_NOW)).accept()
+    refused(verifier, funk_request(token, FUNK_NOW + 1), ReplayedRequestError)
+
+
 @pytest.mark.parametrize(
     "now",
     [
-        pytest.param(FUNK_IAT + 3600 + 30, id="exp-within-leeway"),
+        pytest.param(FUNK_IAT + 120 + 30, id="exp-within-leeway"),
         pytest.param(FUNK_IAT - 30, id="iat-within-leeway"),
     ],
 )
 def test_funk_leeway(soracom: Signer, now: float) -> None:
     """Clock skew up to the leeway is forgiven on both exp and iat."""
-    token = soracom.token(claims_with(exp=FUNK_IAT + 3600))
+    token = soracom.token(claims_with(exp=FUNK_IAT + 120))
     assert funk({"path": str(soracom.public_path)}).verify(funk_request(token, now)).name == "440101234567890"
 
 

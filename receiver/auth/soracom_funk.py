@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 import jwt
@@ -32,8 +32,9 @@ from jwt.types import Options
 
 from receiver.auth.material import LiveKey, load_public_keys
 from receiver.auth.principal import Credentials, Expiry, Principal
+from receiver.auth.replay import ReplayCache
 from receiver.auth_settings import SoracomFunkAuthSettings
-from receiver.errors import ConfigError, InvalidTokenError, TokenExpiredError, TokenNotYetValidError
+from receiver.errors import ConfigError, InvalidTokenError, TokenExpiredError, TokenNotYetValidError, TokenTooOldError
 
 log = logging.getLogger("receiver.auth")
 
@@ -62,7 +63,7 @@ class SoracomFunkVerifier:
 
     challenge: str | None = None
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only; from_settings is the usual way in
         self,
         method: str,
         keys: Sequence[LiveKey],
@@ -70,12 +71,15 @@ class SoracomFunkVerifier:
         issuer: str,
         operator_id: str | None,
         leeway_seconds: int,
+        max_age_seconds: int = 300,
     ) -> None:
         self.method = method
         self._keys = list(keys)
         self._issuer = issuer
         self._operator_id = operator_id
         self._leeway = leeway_seconds
+        self._max_age = max_age_seconds
+        self._seen = ReplayCache()
         self._decoder = jwt.PyJWT()
 
     @classmethod
@@ -94,6 +98,7 @@ class SoracomFunkVerifier:
             issuer=settings.issuer,
             operator_id=settings.operator_id,
             leeway_seconds=settings.leeway_seconds,
+            max_age_seconds=settings.max_age_seconds,
         )
 
     def carries(self, credentials: Credentials) -> bool:
@@ -108,7 +113,16 @@ class SoracomFunkVerifier:
         ctx = claims.get("ctx")
         context: Mapping[str, Any] = ctx if isinstance(ctx, Mapping) else {}
         name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims)
+        accept = self._refuse_replay(claims, credentials.now)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, accept=accept)
+
+    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
+        """A token's ``jti`` is accepted once, for as long as its ``iat`` keeps it acceptable."""
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            return lambda: None  # the documented token carries a jti; without one only the age rule applies
+        until = float(claims.get("iat", now)) + self._max_age + self._leeway
+        return self._seen.hook(jti, until, now, "this x-soracom-token (jti) was already used")
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
@@ -164,6 +178,9 @@ class SoracomFunkVerifier:
             raise TokenNotYetValidError(msg)
         if exp is not None and now > exp + self._leeway:
             raise TokenExpiredError("the x-soracom-token has expired (exp has passed); send a fresh request")
+        if now - iat > self._max_age + self._leeway:
+            msg = f"the x-soracom-token was issued more than {self._max_age} s ago; send a fresh request"
+            raise TokenTooOldError(msg)
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
