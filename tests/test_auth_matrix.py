@@ -968,3 +968,30 @@ def test_method_matrix(world: World, case: Case) -> None:
         assert written == [], "a refused request reached Kafka"
     else:
         assert len(written) == 1, "the replay was published a second time"
+
+
+VALID: dict[str, One] = {
+    "iot": lambda w, m: iot_call(w.iot.token(iot_claims()), m),
+    "trk": lambda w, m: push("trk", device_body(m), {"Authorization": f"Bearer {trk_token()}"}),
+    "tok": lambda w, m: push("tok", device_body(m), {"Authorization": f"Bearer {STATIC_TOKEN}"}),
+    "bas": lambda w, m: push("bas", device_body(m), basic_header("vendor", BASIC_PW)),
+    "beam": lambda w, m: push("beam", device_body(m), beam_headers()),
+    "wh": lambda w, m: push("wh", device_body(m), wh_headers(device_body(m))),
+    "gh": lambda w, m: push("gh", device_body(m), gh_headers(device_body(m))),
+    "funk": lambda w, m: push("funk", device_body(m), {"x-soracom-token": funk_token(w.funk)}),
+}
+TRACKER_SOURCES = ["trk", "tok", "bas", "beam", "wh", "gh", "funk"]
+
+
+@pytest.mark.parametrize("owner", sorted(VALID))
+def test_credentials_never_open_another_source(world: World, owner: str) -> None:
+    """A request valid for one source, sent to every other source's URL, is refused there and not published."""
+    for target in [s for s in TRACKER_SOURCES if s != owner]:
+        marker = uuid.uuid4().hex
+        request = VALID[owner](world, marker)
+        request["url"] = f"/v1/push/{target}"
+        response = world.client.post(**request)
+        assert response.status_code in (401, 403), (owner, target, response.text)
+        assert response.json()["code"] != "ok"
+        values = [r.value.decode() for r in read_topic(world.broker, topic_of(world, target))]
+        assert not [v for v in values if marker in v], (owner, target)
