@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from receiver.auth.material import LiveSecret
+from receiver.auth.material import LiveSecret, first_match
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth_settings import BearerAuthSettings, read_secret
 from receiver.errors import ConfigError, InvalidCredentialsError
@@ -53,10 +53,7 @@ class BearerVerifier:
     def verify(self, credentials: Credentials) -> Principal:
         authorization = credentials.authorization()
         presented = hashlib.sha256((authorization[1] if authorization else "").encode()).digest()
-        matched: LiveSecret | None = None
-        for candidate in self._digests:  # every digest is compared, whichever matches
-            if hmac.compare_digest(presented, candidate.value) and candidate.usable(credentials.now):
-                matched = candidate
+        matched = first_match(self._digests, credentials.now, lambda digest: hmac.compare_digest(presented, digest))
         if matched is None:
             raise InvalidCredentialsError("the bearer token is not one this source accepts")
         return Principal(method=self.method, name=matched.id, key_id=matched.id)

@@ -16,7 +16,7 @@ from base64 import b64decode
 from collections.abc import Iterable, Sequence
 from typing import Literal, Self
 
-from receiver.auth.material import LiveSecret, load_secrets
+from receiver.auth.material import LiveSecret, first_match, load_secrets
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth_settings import HmacAuthSettings
 from receiver.errors import InvalidSignatureError
@@ -54,14 +54,12 @@ class HmacVerifier:
 
     def verify(self, credentials: Credentials) -> Principal:
         given = self._mac(credentials)
-        found = None
-        # Every usable secret is tried, whichever matched first.
-        for secret in self._secrets:
-            if not secret.usable(credentials.now):
-                continue
-            expected = hmac.digest(secret.value, credentials.body, "sha256")
-            if hmac.compare_digest(expected, given) and found is None:
-                found = secret
+        body = credentials.body
+        found = first_match(
+            self._secrets,
+            credentials.now,
+            lambda secret: hmac.compare_digest(hmac.digest(secret, body, "sha256"), given),
+        )
         if found is None:
             msg = f"the {self._header} signature does not match the body; check the shared secret"
             raise InvalidSignatureError(msg)

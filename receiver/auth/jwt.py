@@ -74,9 +74,9 @@ class TimePolicy:
 
     def check(self, claims: Mapping[str, Any], now: float) -> None:
         """Raise the ``InvalidTokenError`` subclass that names the first broken rule."""
-        iat = _numeric(claims, "iat")
-        exp = _numeric(claims, "exp")
-        nbf = _numeric(claims, "nbf")
+        iat = numeric_claim(claims, "iat")
+        exp = numeric_claim(claims, "exp")
+        nbf = numeric_claim(claims, "nbf")
         if iat is None and self.require_iat:
             raise InvalidTokenError("the token has no `iat` claim; set it to the signing time in Unix seconds")
         if exp is None and self.require_exp:
@@ -96,7 +96,7 @@ class TimePolicy:
     def valid_until(self, claims: Mapping[str, Any], now: float) -> float:
         """The last instant this token could still be accepted (for replay memory)."""
         ends = [now + 86400.0]
-        exp, iat = _numeric(claims, "exp"), _numeric(claims, "iat")
+        exp, iat = numeric_claim(claims, "exp"), numeric_claim(claims, "iat")
         if exp is not None:
             ends.append(exp + self.leeway)
         if iat is not None and self.max_age is not None:
@@ -104,12 +104,12 @@ class TimePolicy:
         return min(ends)
 
 
-def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
+def numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"the token's `{name}` claim must be a number of Unix seconds"
+        msg = f"the token's `{name}` claim must be a number of Unix seconds"  # also used for Funk tokens
         raise InvalidTokenError(msg)
     return float(value)
 

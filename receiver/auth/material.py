@@ -6,8 +6,7 @@ on reload), not per request. ``usable(now)`` is the one place expiry is decided.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,9 +77,12 @@ def load_public_keys(keys: Sequence[KeyFile], what: str = "public_keys") -> list
     return loaded
 
 
-def matches_any(candidate: bytes, secrets: Sequence[bytes]) -> bool:
-    """Constant-time membership: every entry is compared, whatever matched first."""
-    found = False
+def first_match(secrets: Sequence[LiveSecret], now: float, matches: Callable[[bytes], bool]) -> LiveSecret | None:
+    """The first usable secret ``matches`` accepts. Every usable secret is tried, whichever
+    matched, so the time taken does not tell which one did; ``matches`` must compare in
+    constant time (``hmac.compare_digest``)."""
+    found = None
     for secret in secrets:
-        found |= hmac.compare_digest(candidate, secret)
+        if secret.usable(now) and matches(secret.value) and found is None:
+            found = secret
     return found

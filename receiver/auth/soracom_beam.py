@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Self
 
-from receiver.auth.material import LiveSecret, load_secrets
+from receiver.auth.material import LiveSecret, first_match, load_secrets
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
 from receiver.auth_settings import SoracomBeamAuthSettings
@@ -82,7 +82,12 @@ class SoracomBeamVerifier:
     def verify(self, credentials: Credentials) -> Principal:
         signature, timestamp = self._signature_headers(credentials)
         identity = _identity(credentials)
-        key = self._matching_key(signature, string_to_sign(identity, timestamp), credentials.now)
+        signed, given = string_to_sign(identity, timestamp), signature.encode()
+        key = first_match(
+            self._keys,
+            credentials.now,
+            lambda psk: hmac.compare_digest(hashlib.sha256(psk + signed).hexdigest().encode(), given),
+        )
         if key is None:
             msg = "the x-soracom-signature does not match; check the pre-shared key set in Beam"
             raise InvalidSignatureError(msg)
@@ -102,17 +107,6 @@ class SoracomBeamVerifier:
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
-
-    def _matching_key(self, signature: str, signed: bytes, now: float) -> LiveSecret | None:
-        # Every usable key is hashed and compared, whichever matched first.
-        found = None
-        for key in self._keys:
-            if not key.usable(now):
-                continue
-            expected = hashlib.sha256(key.value + signed).hexdigest().encode()
-            if hmac.compare_digest(expected, signature.encode()) and found is None:
-                found = key
-        return found
 
     @staticmethod
     def _signature_headers(credentials: Credentials) -> tuple[str, str]:

@@ -30,6 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.types import Options
 
+from receiver.auth.jwt import numeric_claim
 from receiver.auth.material import LiveKey, load_public_keys
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
@@ -168,9 +169,9 @@ class SoracomFunkVerifier:
             operator = ctx.get("operatorId") if isinstance(ctx, Mapping) else None
             if not isinstance(operator, str) or not hmac.compare_digest(operator.encode(), self._operator_id.encode()):
                 raise InvalidTokenError("the x-soracom-token's ctx.operatorId is not the operator this source accepts")
-        iat = _numeric(claims, "iat")
-        nbf = _numeric(claims, "nbf")
-        exp = _numeric(claims, "exp")
+        iat = numeric_claim(claims, "iat")
+        nbf = numeric_claim(claims, "nbf")
+        exp = numeric_claim(claims, "exp")
         if iat is None:
             raise InvalidTokenError("the x-soracom-token has no iat claim")
         if iat > now + self._leeway or (nbf is not None and nbf > now + self._leeway):
@@ -181,13 +182,3 @@ class SoracomFunkVerifier:
         if now - iat > self._max_age + self._leeway:
             msg = f"the x-soracom-token was issued more than {self._max_age} s ago; send a fresh request"
             raise TokenTooOldError(msg)
-
-
-def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"the x-soracom-token's {name} claim must be a number of Unix seconds"
-        raise InvalidTokenError(msg)
-    return float(value)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Self
 
-from receiver.auth.material import LiveSecret, load_secrets
+from receiver.auth.material import LiveSecret, first_match, load_secrets
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
 from receiver.auth_settings import StandardWebhooksAuthSettings
@@ -70,7 +70,11 @@ class StandardWebhooksVerifier:
         if not _TIMESTAMP.fullmatch(timestamp):
             raise InvalidSignatureError("the webhook-timestamp header is malformed; expected Unix seconds")
         signed = f"{msg_id}.{timestamp}.".encode("latin-1") + credentials.body
-        key = self._matching_key(signatures, signed, credentials.now)
+        key = first_match(
+            self._keys,
+            credentials.now,
+            lambda secret: _any_equal(hmac.digest(secret, signed, "sha256"), signatures),
+        )
         if key is None:
             raise InvalidSignatureError("no v1 webhook-signature matches; check the endpoint's whsec_ secret")
         signed_at = int(timestamp)
@@ -88,17 +92,13 @@ class StandardWebhooksVerifier:
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
 
-    def _matching_key(self, signatures: Sequence[bytes], signed: bytes, now: float) -> LiveSecret | None:
-        # Every usable key against every v1 entry, whichever matched first.
-        found = None
-        for key in self._keys:
-            if not key.usable(now):
-                continue
-            expected = hmac.digest(key.value, signed, "sha256")
-            for signature in signatures:
-                if hmac.compare_digest(expected, signature) and found is None:
-                    found = key
-        return found
+
+def _any_equal(expected: bytes, signatures: Sequence[bytes]) -> bool:
+    """Constant time over every v1 entry of the header."""
+    equal = False
+    for signature in signatures:
+        equal |= hmac.compare_digest(expected, signature)
+    return equal
 
 
 def _decoded(secret: LiveSecret, index: int) -> bytes:
