@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import to_json as json_bytes
 
 from receiver.events import Outcome, Record
 from receiver.normalize import rfc3339
@@ -136,7 +137,7 @@ class AuditTrail:
             Record(
                 topic=self.topic,
                 key=(entry.get("source") or "").encode(),
-                value=json.dumps(entry, separators=(",", ":")).encode(),
+                value=json_bytes(entry),
                 headers=[("content-type", b"application/json")],
             )
             for entry in batch

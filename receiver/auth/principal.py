@@ -21,11 +21,12 @@ class Credentials:
 
     def authorization(self) -> tuple[str, str] | None:
         """``(scheme in lower case, credentials)`` of the Authorization header, if any."""
-        value = self.header("authorization")
+        value = self.headers.get(b"authorization")
         if value is None:
             return None
-        scheme, _, param = value.strip().partition(" ")
-        return (scheme.lower(), param.strip()) if param.strip() else None
+        scheme, _, param = value.decode("latin-1").strip().partition(" ")
+        param = param.strip()
+        return (scheme.lower(), param) if param else None
 
 
 @dataclass(frozen=True, slots=True)
