@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import to_json as json_bytes
@@ -80,6 +81,7 @@ class Deliver:
             client_ip=outcome.client_ip,
             received_at=received_at,
             outcome=outcome,
+            query=dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {},
         )
         pipeline: Pipeline = state["pipeline"]
         tracing: Tracing = state["tracing"]

@@ -44,6 +44,7 @@ class Delivery:
     client_ip: str
     received_at: float  # Unix seconds, taken once when the request arrived
     outcome: Outcome = field(default_factory=lambda: Outcome(request_id=""))
+    query: Mapping[str, str] = field(default_factory=dict)  # the query string, for vendors that use it
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from receiver.vendors import iotcomms, tracker
+from receiver.vendors.base import Answer, Inbound, Reading, no_answer, no_reading, raw_json
 
 
 @dataclass(frozen=True, slots=True)
 class Vendor:
-    """One kind of source (``kind:`` in the config)."""
+    """One kind of source (``kind:`` in the config); see ``vendors.base`` for the contract."""
 
     kind: str
     type_prefix: str  # CloudEvents ``type`` = prefix + event name
@@ -28,6 +29,9 @@ class Vendor:
     subject: Callable[[Any, str | None], str]
     time: Callable[[Any], float | None]
     group: Callable[[Any], str | None] = lambda _payload: None  # the device group, where the vendor has one
+    decode: Callable[[str, Inbound], Any] = raw_json
+    reading: Callable[[Any], Reading | None] = no_reading
+    answer: Callable[[str, Any, Mapping[str, Any]], Answer | None] = no_answer
 
 
 VENDORS: dict[str, Vendor] = {
@@ -49,5 +53,6 @@ VENDORS: dict[str, Vendor] = {
         subject=tracker.subject,
         time=tracker.event_time,
         group=tracker.group,
+        reading=tracker.reading,
     ),
 }

@@ -11,10 +11,12 @@ unknown fields are kept.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from receiver.vendors import base
 
 
 class Position(BaseModel):
@@ -62,3 +64,19 @@ def event_time(payload: TrackerMessage) -> float | None:
 
 def group(payload: TrackerMessage) -> str | None:
     return payload.group
+
+
+def reading(payload: TrackerMessage) -> base.Reading:
+    """The message's facts in the one vocabulary (the tracker already uses °C and %)."""
+    when = event_time(payload)
+    position = payload.position
+    return base.Reading(
+        device_id=payload.device_id,
+        time=None if when is None else datetime.fromtimestamp(when, UTC),
+        position=None
+        if position is None
+        else base.Position(lat=position.lat, lon=position.lon, accuracy_m=position.accuracy),
+        temperature_c=payload.temperature,
+        battery_pct=payload.battery,
+        group=payload.group,
+    )
