@@ -46,6 +46,7 @@ class State(TypedDict):
     reloader: Reloader | None
     openapi: bytes
     max_body_bytes: int
+    dry_run_token: bytes | None
 
 
 def create_app(
@@ -75,6 +76,8 @@ def create_app(
         if settings.audit.enabled
         else None
     )
+    token = settings.dry_run.token_sha256
+    dry_run_token = bytes.fromhex(token) if settings.dry_run.enabled and token else None
     pipeline_ref: list[Pipeline] = []
     metrics.watch_expiries(lambda: pipeline_ref[0].sources if pipeline_ref else sources)
 
@@ -88,7 +91,9 @@ def create_app(
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
             publisher = InstrumentedPublisher(opened, metrics, tracing, deadletter_topic(prefix))
             admission = Admission(sources, settings.server.failure_limit_per_minute)
-            pipeline = Pipeline(sources, publisher, prefix, admission)
+            pipeline = Pipeline(
+                sources, publisher, prefix, admission, routes=settings.routes, on_sequence=metrics.count_sequence
+            )
             pipeline_ref.append(pipeline)
             reloader = None
             if reload_settings is not None:
@@ -107,6 +112,7 @@ def create_app(
                         reloader=reloader,
                         openapi=openapi,
                         max_body_bytes=settings.server.max_body_bytes,
+                        dry_run_token=dry_run_token,
                     )
             log.info("receiver stopping: flushing the audit trail and the publisher")
             if audit is not None:

@@ -6,6 +6,8 @@ Callback URLs: ``POST /v1/callbacks/{source}/{event}``; device push messages:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qsl
@@ -17,14 +19,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver.errors import PayloadTooLargeError
-from receiver.events import Delivery, Outcome
+from receiver.errors import AuthRequiredError, NotFoundError, PayloadTooLargeError
+from receiver.events import Accepted, Delivery, Outcome
 from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.responses import json_response
 from receiver.shutdown import Drain
 from receiver.tracing import Tracing, trace_headers
+from receiver.vendors.base import Answer
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
@@ -51,18 +54,20 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
 
 
 class Deliver:
-    """A vendor callback or push message: answered 200 only after the event is durable.
+    """A vendor callback or push message: answered 2xx only after the event is durable.
 
     A raw ASGI endpoint, because this is the hot path: no Request or Response objects,
     the headers scanned once. Refusals are raised and answered by the app's handlers.
+    With ``dry_run``, the delivery goes through every step and nothing is published.
     """
 
-    allow = "OPTIONS, POST"
+    def __init__(self, methods: Sequence[str] = ("POST",), *, dry_run: bool = False) -> None:
+        self.allow = ", ".join(sorted({*methods, "OPTIONS"}))
+        self.dry_run = dry_run
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "OPTIONS":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"allow", self.allow.encode())]})
-            await send({"type": "http.response.body", "body": b""})
+            await self._options(scope, send)
             return
         received_at = time.time()
         state = scope["state"]
@@ -71,6 +76,8 @@ class Deliver:
         outcome.source = source = params["source"]
         outcome.event = event = params.get("event", PUSH_EVENT)
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        if self.dry_run:
+            _check_admin(state["dry_run_token"], headers.get(b"x-dry-run-token"))
         body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"])
         delivery = Delivery(
             source_id=source,
@@ -87,16 +94,70 @@ class Deliver:
         tracing: Tracing = state["tracing"]
         incoming = trace_headers(headers)
         if incoming or tracing.enabled:
-            with tracing.server_span(f"POST {scope['route'].path}", incoming, source):
-                accepted = await pipeline.process(delivery)
+            with tracing.server_span(f"{scope['method']} {scope['route'].path}", incoming, source):
+                accepted = await pipeline.process(delivery, publish=not self.dry_run)
         else:  # nothing to trace: skip the context manager on the hot path
-            accepted = await pipeline.process(delivery)
-        outcome.event_id = accepted.event_id
-        answer = json_bytes({"id": accepted.event_id})
-        response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
-        response_headers += [(k.lower().encode(), v.encode()) for k, v in accepted.headers.items()]
-        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-        await send({"type": "http.response.body", "body": answer})
+            accepted = await pipeline.process(delivery, publish=not self.dry_run)
+        outcome.event_id = accepted.event_id or None
+        status, payload = _answer(accepted, self.dry_run)
+        response_headers = [(k.lower().encode(), v.encode()) for k, v in accepted.headers.items()]
+        if accepted.event_id:
+            response_headers.append((b"x-event-id", accepted.event_id.encode()))
+        if payload is not None:
+            response_headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload or b""})
+
+    async def _options(self, scope: Scope, send: Send) -> None:
+        """``Allow``, and the CloudEvents webhook validation handshake for allowed origins."""
+        headers = [(b"allow", self.allow.encode())]
+        origin = next((v for k, v in scope["headers"] if k == b"webhook-request-origin"), None)
+        if origin is not None:
+            pipeline: Pipeline = scope["state"]["pipeline"]
+            source = pipeline.sources.get(scope["path_params"]["source"])
+            allowed = source.settings.webhook_origins if source is not None else []
+            name = origin.decode("latin-1").strip()
+            if name in allowed or ("*" in allowed and name):
+                headers += [(b"webhook-allowed-origin", name.encode()), (b"webhook-allowed-rate", b"*")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _answer(accepted: Accepted, dry_run: bool) -> tuple[int, bytes | None]:
+    """The response: a dry run's report, the vendor's expected answer, or the event id(s)."""
+    if dry_run:
+        report = {
+            "events": [e.to_dict() for e in accepted.events],
+            "records": [
+                {
+                    "topic": r.topic,
+                    "key": r.key.decode(errors="replace"),
+                    "headers": {k: v.decode() for k, v in r.headers},
+                }
+                for r in accepted.records
+            ],
+            "topics": list(accepted.topics),
+        }
+        return 200, json_bytes(report)
+    if accepted.answer is not None:
+        answer: Answer = accepted.answer
+        return answer.status, None if answer.body is None else json_bytes(answer.body)
+    if accepted.status == 202:
+        return 202, json_bytes({"code": accepted.code, "message": "accepted and kept on the dead-letter topic"})
+    if accepted.event_ids is not None:
+        return 200, json_bytes({"ids": list(accepted.event_ids)})
+    return 200, json_bytes({"id": accepted.event_id})
+
+
+def _check_admin(expected: bytes | None, given: bytes | None) -> None:
+    if expected is None:
+        raise NotFoundError("dry runs are not enabled on this receiver")
+    presented = hashlib.sha256(given or b"").digest()
+    if given is None or not hmac.compare_digest(presented, expected):
+        raise AuthRequiredError("a dry run needs the admin token in X-Dry-Run-Token")
 
 
 async def healthz(request: Request) -> Response:
@@ -149,8 +210,10 @@ def route(path: str, endpoint: Endpoint, methods: Sequence[str]) -> Route:
 
 ROUTES = [
     Route("/v1/callbacks/{source}/{event}", Deliver(), methods=["POST", "OPTIONS"]),
-    Route("/v1/push/{source}", Deliver(), methods=["POST", "OPTIONS"]),
-    Route("/v1/push/{source}/{event}", Deliver(), methods=["POST", "OPTIONS"]),
+    # Push messages may come as a GET query string (Sigfox-style backends).
+    Route("/v1/push/{source}", Deliver(["GET", "POST"]), methods=["GET", "POST", "OPTIONS"]),
+    Route("/v1/push/{source}/{event}", Deliver(["GET", "POST"]), methods=["GET", "POST", "OPTIONS"]),
+    Route("/v1/dry-run/{source}/{event}", Deliver(dry_run=True), methods=["POST", "OPTIONS"]),
     route("/healthz", healthz, ["GET"]),
     route("/readyz", readyz, ["GET"]),
     route("/metrics", metrics, ["GET"]),

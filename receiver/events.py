@@ -94,3 +94,9 @@ class Accepted:
     event_id: str
     topics: Sequence[str]
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. the source's rate-limit state
+    status: int = 200
+    code: str = "ok"
+    event_ids: Sequence[str] | None = None  # a batch: every item's id, in order
+    answer: Any = None  # a synchronous answer the vendor expects (vendors.base.Answer)
+    events: Sequence[CloudEvent] = ()
+    records: Sequence[Record] = ()

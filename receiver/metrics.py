@@ -73,6 +73,12 @@ class Metrics:
             "Records handed to the producer and not yet acknowledged (the producer's buffer).",
             registry=r,
         ).set_function(lambda: self.pending)
+        self.sequences = Counter(
+            "receiver_sequence_anomalies_total",
+            "Device messages whose counter showed a gap, a repeat or a reset, by source.",
+            ["source", "status"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, int, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._published_children: dict[str, Any] = {}
@@ -110,6 +116,10 @@ class Metrics:
     def watch_expiries(self, sources: Callable[[], Mapping[str, Any]]) -> None:
         """Export each credential's time to its ``not_after``, read at scrape time (reloads included)."""
         self.registry.register(_ExpiryCollector(sources))
+
+    def count_sequence(self, source: str, status: str) -> None:
+        if status in ("gap", "repeat", "reset"):
+            self.sequences.labels(self.source_label(source), status).inc()
 
     def source_label(self, source: str | None) -> str:
         if source is None:

@@ -1,8 +1,14 @@
 """Normalization: a validated vendor payload becomes one CloudEvents 1.0 envelope.
 
-The event id is derived from the delivery itself (source, callback name and the raw
-body bytes, hashed with SHA-256 into an RFC 9562 UUIDv8), so a vendor's retry of the
-same request yields the same id and consumers can drop the duplicate.
+Device vendors' facts are put into one vocabulary (``vendors.base.Reading``: the same
+names and units whoever sent them), with the vendor's own body beside them under
+``raw`` unless the source turns that off. Callbacks that are not device readings
+(iotcomms) keep the vendor body as their data.
+
+The event id is derived from the delivery itself (source, callback name, the raw body
+bytes and, in a batch, the item's index, hashed with SHA-256 into an RFC 9562 UUIDv8),
+so a vendor's retry of the same request yields the same id and consumers can drop the
+duplicate.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel
 
 from receiver.events import CloudEvent, Delivery
 from receiver.vendors import Vendor
+from receiver.vendors.base import Reading
 
 _last_second: list[tuple[int, str]] = [(-1, "")]  # the date-time part of the latest whole second
 
@@ -32,10 +40,12 @@ def rfc3339(seconds: float) -> str:
     return f"{prefix}.{micros // 1000:03d}Z"
 
 
-def event_id(delivery: Delivery) -> str:
-    """The same delivery (source, callback, body) always gives the same id."""
+def event_id(delivery: Delivery, index: int | None = None) -> str:
+    """The same delivery (source, callback, body, batch index) always gives the same id."""
     digest = hashlib.sha256(f"{delivery.source_id}\n{delivery.event}\n".encode())
     digest.update(delivery.body)
+    if index is not None:
+        digest.update(f"\n#{index}".encode())
     raw = bytearray(digest.digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom (here SHA-256 based)
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
@@ -43,16 +53,37 @@ def event_id(delivery: Delivery) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def normalize(delivery: Delivery, vendor: Vendor, payload: BaseModel, domain: str | None) -> CloudEvent:
+def event_data(vendor: Vendor, payload: BaseModel, reading: Reading | None, include_raw: bool) -> Any:
+    """The reading in the one vocabulary (with the vendor body as ``raw``), or the vendor body."""
+    raw = vendor.data(payload)
+    if reading is None:
+        return raw
+    data: dict[str, Any] = reading.model_dump(mode="json", exclude_none=True)
+    if include_raw:
+        data["raw"] = raw
+    return data
+
+
+def normalize(  # noqa: PLR0913 - the facts of one event, all needed
+    delivery: Delivery,
+    vendor: Vendor,
+    payload: BaseModel,
+    domain: str | None,
+    *,
+    include_raw: bool = True,
+    index: int | None = None,
+    extensions: dict[str, str] | None = None,
+) -> CloudEvent:
     """Build the envelope; extension attributes carry the receive time and the source id."""
     received = rfc3339(delivery.received_at)
     when = vendor.time(payload)
+    reading = vendor.reading(payload)
     return CloudEvent(
-        id=event_id(delivery),
+        id=event_id(delivery, index),
         source=f"urn:iot-receiver:{delivery.source_id}",
         type=vendor.type_prefix + delivery.event,
         subject=vendor.subject(payload, domain),
         time=received if when is None else rfc3339(when),
-        data=vendor.data(payload),
-        extensions={"receivedtime": received, "sourceid": delivery.source_id},
+        data=event_data(vendor, payload, reading, include_raw),
+        extensions={"receivedtime": received, "sourceid": delivery.source_id, **(extensions or {})},
     )

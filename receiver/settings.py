@@ -57,12 +57,67 @@ class SourceSettings(_Frozen):
     restrict_to_token_groups: bool = Field(
         default=False, description="a device message must name a group the token carries"
     )
+    include_raw: bool = Field(default=True, description="keep the vendor body in the event beside the reading")
+    on_invalid: Literal["refuse", "accept"] = Field(
+        default="refuse", description="refuse: 422; accept: 202, and the payload only goes to the dead-letter topic"
+    )
+    dedup_window_seconds: int = Field(
+        default=0, ge=0, description="an event id seen again within it is not republished"
+    )
+    answers: dict[str, Any] = Field(
+        default_factory=dict, description="static JSON answer per callback name (iotcomms newCall, getIvrCommand)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="vendor options, e.g. sigfox `downlinks`")
+    webhook_origins: list[str] = Field(
+        default_factory=list, description="origins the CloudEvents webhook handshake allows ('*': any)"
+    )
 
     @model_validator(mode="after")
     def _iotcomms_needs_domain(self) -> SourceSettings:
         if self.kind == "iotcomms" and not self.domain:
             msg = "an iotcomms source needs its customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io"
             raise ValueError(msg)
+        return self
+
+
+class RouteMatch(_Frozen):
+    """What a rule matches; every given field must match (subject: a shell-style pattern)."""
+
+    source: str | None = None
+    kind: str | None = None
+    event: str | None = None
+    group: str | None = None
+    subject: str | None = None
+
+
+class RouteRule(_Frozen):
+    """Send matching events to ``topics``, keyed by ``key``, with extra ``headers``."""
+
+    match: RouteMatch = RouteMatch()
+    topics: list[TopicName] = Field(min_length=1)
+    key: Literal["subject", "source", "device", "none"] = "subject"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class TopicSettings(_Frozen):
+    """Startup checks of the target topics; ``create`` makes the missing ones."""
+
+    check: bool = True
+    create: bool = False
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class DryRunSettings(_Frozen):
+    """``POST /v1/dry-run/...``: off unless enabled, behind its own admin token."""
+
+    enabled: bool = False
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> DryRunSettings:
+        if self.enabled and self.token_sha256 is None:
+            raise ValueError("dry_run needs token_sha256 (sha256 hex of the admin token) when enabled")
         return self
 
 
@@ -78,6 +133,7 @@ class KafkaSettings(_Frozen):
     request_timeout_ms: int = Field(default=30000, ge=1000)
     max_batch_size: int = Field(default=1048576, ge=1024)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    topics: TopicSettings = TopicSettings()
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -154,6 +210,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     tracing: TracingSettings = TracingSettings()
     audit: AuditSettings = AuditSettings()
+    routes: list[RouteRule] = Field(default_factory=list, description="ordered; the first match wins")
+    dry_run: DryRunSettings = DryRunSettings()
     sources: dict[SourceId, SourceSettings] = Field(default_factory=dict)
 
     @classmethod

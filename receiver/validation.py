@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from receiver.errors import InvalidPayloadError, UnknownEventError, UnsupportedMediaTypeError
 from receiver.events import Delivery
@@ -148,3 +149,35 @@ def validate(vendor: Vendor, delivery: Delivery) -> BaseModel:
         else:
             msg = f"the body does not match the {delivery.event} schema: " + ", ".join(e["loc"] for e in errors)
         raise InvalidPayloadError(msg, errors) from exc
+
+
+def validate_all(vendor: Vendor, delivery: Delivery) -> list[BaseModel]:
+    """One payload, or every item of a JSON array body (all valid, or 422 naming each bad item)."""
+    if media_type(delivery.content_type) != "application/json" or delivery.body.lstrip()[:1] != b"[":
+        return [validate(vendor, delivery)]
+    model = model_for(vendor, delivery.event)
+    inbound_of(vendor, delivery)
+    guard(delivery.body)
+    try:
+        items = from_json(delivery.body)
+    except ValueError as exc:
+        raise InvalidPayloadError(
+            "the body is not valid JSON", [{"loc": "(body)", "type": "json_invalid", "msg": str(exc)}]
+        ) from exc
+    if not isinstance(items, list) or not items:
+        raise InvalidPayloadError(
+            "a batch must be a non-empty JSON array", [{"loc": "(body)", "type": "empty", "msg": "empty"}]
+        )
+    payloads: list[BaseModel] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            payloads.append(model.model_validate(item))
+        except ValidationError as exc:
+            errors.extend({"index": index, **error} for error in field_errors(exc))
+    if errors:
+        bad = sorted({e["index"] for e in errors})
+        indexes = ", ".join(map(str, bad))
+        msg = f"{len(bad)} of {len(items)} batch items are invalid (indexes {indexes}); none was published"
+        raise InvalidPayloadError(msg, errors)
+    return payloads

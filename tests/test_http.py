@@ -44,7 +44,7 @@ def test_store_uses_wal(store_client: TestClient, tmp_path: Path) -> None:
     ("path", "allow"),
     [
         pytest.param(URL, "OPTIONS, POST", id="callback"),
-        pytest.param("/v1/push/customer47", "OPTIONS, POST", id="push"),
+        pytest.param("/v1/push/customer47", "GET, OPTIONS, POST", id="push"),
         pytest.param("/healthz", "GET, HEAD, OPTIONS", id="healthz"),
     ],
 )

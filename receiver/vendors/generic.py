@@ -1,0 +1,210 @@
+"""Any other vendor: a JSON object checked against a JSON Schema file named in the config.
+
+Pydantic cannot validate an arbitrary JSON Schema, so ``EVENTS`` only asks for a JSON
+object (unknown fields kept) and ``SchemaValidator`` applies the source's schema
+(draft 2020-12, via ``jsonschema``), built once at startup. Its field errors have the
+shape of the other vendors' (``loc``, ``type``, ``msg``) and never repeat a value from
+the body, only the schema's own constraint. ``format`` is an annotation, as the draft
+says by default, and ``$ref`` resolves only inside the schema: nothing is fetched.
+
+Where the device id, the time and the group sit in the body differs by vendor, so
+``GenericOptions`` names them with JSON Pointers (RFC 6901). The time is Unix seconds
+or an RFC 3339 string with an offset.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import ValidationError as SchemaValidationError
+from pydantic import BaseModel, ConfigDict
+
+from receiver.vendors.base import Reading, no_answer, raw_json
+
+_MISSING = object()
+_INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # an array index: no leading zeros (RFC 6901)
+_MAX_CONSTRAINT = 80  # characters of a schema constraint quoted in a message
+
+
+class GenericMessage(BaseModel):
+    """Any JSON object; what it must hold is the source's JSON Schema's business."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+KIND = "generic"
+TYPE_PREFIX = "io.receiver.generic."
+MEDIA_TYPES = frozenset({"application/json"})
+EVENTS: dict[str, type[GenericMessage]] = {"message": GenericMessage}
+
+decode = raw_json
+answer = no_answer
+
+
+class SchemaValidator:
+    """One source's JSON Schema, checked when loaded so a bad schema fails at startup."""
+
+    def __init__(self, schema: Mapping[str, Any] | bool, *, name: str = "the schema") -> None:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+            msg = f"{name} is not a valid draft 2020-12 JSON Schema: {exc.message} (at {where}); fix the schema"
+            raise ValueError(msg) from exc
+        self._validator = Draft202012Validator(schema)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SchemaValidator:
+        """Read and check the schema file a source names."""
+        try:
+            schema = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            msg = f"cannot read the JSON Schema file {str(path)!r}: {exc.strerror}"
+            raise ValueError(msg) from exc
+        except ValueError as exc:
+            msg = f"the JSON Schema file {str(path)!r} is not valid JSON: {exc}"
+            raise ValueError(msg) from exc
+        return cls(schema, name=f"the JSON Schema file {str(path)!r}")
+
+    def validate(self, obj: Any) -> list[dict[str, str]]:
+        """The body's field errors, by path, each at most once; empty when it conforms."""
+        errors: list[dict[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for error in sorted(self._validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
+            for entry in _entries(error):
+                if (entry["loc"], entry["type"]) not in seen:
+                    seen.add((entry["loc"], entry["type"]))
+                    errors.append(entry)
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class GenericOptions:
+    """Where the device id, the time and the group are in a source's bodies (JSON Pointers)."""
+
+    device_id_pointer: str = "/deviceId"
+    time_pointer: str | None = None
+    group_pointer: str | None = None
+
+    def __post_init__(self) -> None:
+        for pointer in (self.device_id_pointer, self.time_pointer, self.group_pointer):
+            if pointer is not None and pointer and not pointer.startswith("/"):
+                msg = f"{pointer[:40]!r} is not a JSON Pointer; write it like /device/id"
+                raise ValueError(msg)
+
+
+def event_data(payload: GenericMessage) -> dict[str, Any]:
+    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def pointer_errors(obj: Any, options: GenericOptions) -> list[dict[str, str]]:
+    """Field errors for a device id or time the pointers cannot read, to refuse the body with."""
+    errors = []
+    if not subject(obj, options):
+        loc = _loc(options.device_id_pointer)
+        errors.append({"loc": loc, "type": "device_id", "msg": "a non-empty string or integer device id is required"})
+    value = _MISSING if options.time_pointer is None else resolve(obj, options.time_pointer)
+    if options.time_pointer is not None and value is not _MISSING and _time(value) is None:
+        msg = "must be Unix seconds or an RFC 3339 time with an offset"
+        errors.append({"loc": _loc(options.time_pointer), "type": "time", "msg": msg})
+    return errors
+
+
+def subject(obj: Any, options: GenericOptions) -> str:
+    """The device id at ``device_id_pointer`` as text, or ``""`` when there is none."""
+    value = resolve(obj, options.device_id_pointer)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
+def event_time(obj: Any, options: GenericOptions) -> float | None:
+    """The time at ``time_pointer`` as Unix seconds; ``None`` (the receive time) without one."""
+    if options.time_pointer is None:
+        return None
+    moment = _time(resolve(obj, options.time_pointer))
+    return None if moment is None else moment.timestamp()
+
+
+def group(obj: Any, options: GenericOptions) -> str | None:
+    if options.group_pointer is None:
+        return None
+    value = resolve(obj, options.group_pointer)
+    return value if isinstance(value, str) and value else None
+
+
+def reading(obj: Any, options: GenericOptions) -> Reading | None:
+    """The device, time and group: a schema alone says nothing about units, so no other facts."""
+    device = subject(obj, options)
+    if not device:
+        return None
+    moment = _time(resolve(obj, options.time_pointer)) if options.time_pointer is not None else None
+    return Reading(device_id=device, time=moment, group=group(obj, options))
+
+
+def resolve(obj: Any, pointer: str) -> Any:
+    """The value a JSON Pointer names, or a private marker when there is none."""
+    if pointer == "":
+        return obj
+    value = obj
+    for raw in pointer[1:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and _INDEX.fullmatch(part):
+            index = int(part)
+            if index >= len(value):
+                return _MISSING
+            value = value[index]
+        else:
+            return _MISSING
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment.astimezone(UTC) if moment.tzinfo is not None else None
+    return None
+
+
+def _loc(pointer: str) -> str:
+    return ".".join(p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")) or "(body)"
+
+
+def _entries(error: SchemaValidationError) -> list[dict[str, str]]:
+    """One error as field errors, its message built from the schema, never from the instance."""
+    keyword = str(error.validator)
+    path = [str(p) for p in error.absolute_path]
+    if keyword == "required" and isinstance(error.instance, Mapping) and isinstance(error.validator_value, list):
+        missing = [str(name) for name in error.validator_value if name not in error.instance]
+        return [{"loc": ".".join([*path, name]), "type": "required", "msg": "field required"} for name in missing]
+    constraint = error.validator_value
+    if isinstance(constraint, str | int | float | bool) or (
+        isinstance(constraint, list) and all(isinstance(c, str | int | float | bool) for c in constraint)
+    ):
+        quoted = json.dumps(constraint)
+        if len(quoted) > _MAX_CONSTRAINT:
+            quoted = quoted[: _MAX_CONSTRAINT - 3] + "..."
+        msg = f"{keyword} failed: the schema says {keyword} {quoted}"
+    else:
+        msg = f"{keyword} failed"
+    return [{"loc": ".".join(path) or "(body)", "type": keyword, "msg": msg}]
