@@ -427,7 +427,7 @@ def make_keys_and_token(workdir: Path) -> tuple[Path, str]:
 def write_config(workdir: Path, port: int, bootstrap: str, public_key: Path) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
-        "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": TOPIC_PREFIX},
+        "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": TOPIC_PREFIX, "topics": {"create": True}},
         "sources": {
             SOURCE: {
                 "kind": "iotcomms",

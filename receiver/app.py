@@ -30,6 +30,7 @@ from receiver.responses import on_http_error, on_request_error, on_unexpected_er
 from receiver.settings import Settings, config_path_from_env, load_settings
 from receiver.shutdown import Drain, drain_on_signals
 from receiver.sources import build_sources
+from receiver.topics import TopicCheck, target_topics
 from receiver.tracing import Tracing
 
 log = logging.getLogger("receiver")
@@ -47,6 +48,7 @@ class State(TypedDict):
     openapi: bytes
     max_body_bytes: int
     dry_run_token: bytes | None
+    topic_check: TopicCheck | None
 
 
 def create_app(
@@ -76,6 +78,11 @@ def create_app(
         if settings.audit.enabled
         else None
     )
+    topic_check = (
+        TopicCheck(settings, target_topics(settings, sources))
+        if settings.kafka.bootstrap_servers and settings.kafka.topics.check
+        else None
+    )
     token = settings.dry_run.token_sha256
     dry_run_token = bytes.fromhex(token) if settings.dry_run.enabled and token else None
     pipeline_ref: list[Pipeline] = []
@@ -100,6 +107,8 @@ def create_app(
                 reloader = Reloader(reload_settings, pipeline.replace_sources, watched_files(settings, None))
             if audit is not None:
                 audit.start(publisher)
+            if topic_check is not None:
+                topic_check.start()
             log.info("receiver started: %d source(s), publishing to %s", len(sources), publisher.name)
             async with _maybe(reloader, settings.server.reload_interval_seconds):
                 with drain_on_signals(drain, settings.server.drain_seconds):
@@ -113,8 +122,11 @@ def create_app(
                         openapi=openapi,
                         max_body_bytes=settings.server.max_body_bytes,
                         dry_run_token=dry_run_token,
+                        topic_check=topic_check,
                     )
             log.info("receiver stopping: flushing the audit trail and the publisher")
+            if topic_check is not None:
+                await topic_check.stop()
             if audit is not None:
                 await audit.stop(publisher)
         tracing.shutdown()

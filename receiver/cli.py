@@ -153,6 +153,58 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_deadletter_replay(args: argparse.Namespace) -> int:
+    """Re-submit dead letters through the pipeline with the current config."""
+    import asyncio  # noqa: PLC0415
+    from datetime import datetime  # noqa: PLC0415
+
+    from receiver.replay import replay  # noqa: PLC0415
+
+    settings = _load(args.config or config_path_from_env())
+    since = datetime.fromisoformat(args.since) if args.since else None
+    report = asyncio.run(replay(settings, since=since, source=args.source))
+    for letter_id in report.replayed:
+        print(f"replayed {letter_id}")
+    for letter_id, code in report.still_refused:
+        print(f"still refused {letter_id}: {code}", file=sys.stderr)
+    print(f"{len(report.replayed)} replayed, {len(report.still_refused)} still refused, {report.skipped} skipped")
+    return 1 if report.still_refused else 0
+
+
+def cmd_routes_test(args: argparse.Namespace) -> int:
+    """Print where an event (a CloudEvent as JSON) would be routed under the config."""
+    from receiver.routing import Facts, matching_rule, topic_for  # noqa: PLC0415
+
+    settings = _load(args.config)
+    try:
+        event = json.loads(args.event.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {args.event}: {exc}", file=sys.stderr)
+        return 1
+    source_id = str(event.get("sourceid", ""))
+    source = settings.sources.get(source_id)
+    if source is None:
+        print(f"no source {source_id!r} in {args.config}", file=sys.stderr)
+        return 1
+    event_name = str(event.get("type", "")).removeprefix(_type_prefix(source.kind))
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    facts = Facts(source_id, source.kind, event_name, str(event.get("subject", "")), data.get("group"))
+    rule = matching_rule(settings.routes, facts)
+    if rule is None:
+        topic = topic_for(settings.kafka.topic_prefix, source.kind, event_name, source.topic)
+        print(json.dumps({"rule": "default", "topics": [topic], "key": facts.subject, "headers": {}}))
+        return 0
+    key = {"subject": facts.subject, "device": facts.subject, "source": source_id, "none": ""}[rule.key]
+    print(json.dumps({"rule": settings.routes.index(rule), "topics": rule.topics, "key": key, "headers": rule.headers}))
+    return 0
+
+
+def _type_prefix(kind: str) -> str:
+    from receiver.vendors import VENDORS  # noqa: PLC0415
+
+    return VENDORS[kind].type_prefix
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="receiver", description="IoT callback receiver and event router.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -183,6 +235,21 @@ def parser() -> argparse.ArgumentParser:
     hashing = sub.add_parser("hash-password", help="print an Argon2id hash for a Basic password_hash")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
     hashing.set_defaults(run=cmd_hash_password)
+
+    deadletter = sub.add_parser("deadletter", help="dead letters")
+    deadletter_sub = deadletter.add_subparsers(dest="deadletter_command", required=True)
+    replay = deadletter_sub.add_parser("replay", help="re-submit dead letters through the pipeline")
+    replay.add_argument("--config", type=Path, help="YAML config (default: $RECEIVER_CONFIG)")
+    replay.add_argument("--since", help="only letters received at or after this RFC 3339 time")
+    replay.add_argument("--source", help="only letters of this source")
+    replay.set_defaults(run=cmd_deadletter_replay)
+
+    routes = sub.add_parser("routes", help="routing rules")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True)
+    routes_test = routes_sub.add_parser("test", help="print where an event would go")
+    routes_test.add_argument("config", type=Path)
+    routes_test.add_argument("event", type=Path, help="a CloudEvent as JSON (as on Kafka, or from a dry run)")
+    routes_test.set_defaults(run=cmd_routes_test)
 
     events = sub.add_parser("events", help="read the embedded event store")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -1,17 +1,22 @@
 """Dead letters: an authenticated delivery that was refused is kept, so it can be replayed.
 
 The record carries the raw body (base64 when it is not UTF-8), its content type, the
-source, the callback name and why it was refused. Credentials are never part of it.
+request headers without credentials, the query string, the source, the callback name
+and why it was refused. ``letter_delivery`` turns a record back into a delivery for
+``receiver deadletter replay``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
+from typing import Any
 
 from receiver.errors import InvalidPayloadError, RequestError
-from receiver.events import Delivery, Record
+from receiver.events import Delivery, Outcome, Record
 from receiver.normalize import event_id, rfc3339
+from receiver.validation import public_headers
 
 
 def deadletter_topic(prefix: str) -> str:
@@ -32,6 +37,8 @@ def deadletter_record(delivery: Delivery, error: RequestError, prefix: str) -> R
         "message": error.message,
         "errors": error.errors if isinstance(error, InvalidPayloadError) else [],
         "content_type": delivery.content_type,
+        "headers": public_headers(delivery.headers),
+        "query": dict(delivery.query),
         "body_encoding": encoding,
         "body": body,
     }
@@ -40,4 +47,23 @@ def deadletter_record(delivery: Delivery, error: RequestError, prefix: str) -> R
         key=delivery.source_id.encode(),
         value=json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode(),
         headers=[("content-type", b"application/json"), ("error_code", error.code.encode())],
+    )
+
+
+def letter_delivery(letter: dict[str, Any]) -> Delivery:
+    """The delivery a dead letter kept, as it arrived (credentials were never kept)."""
+    raw = letter["body"]
+    body = base64.b64decode(raw) if letter.get("body_encoding") == "base64" else raw.encode()
+    received = datetime.fromisoformat(letter["received_at"]).timestamp()
+    headers = {k.encode("latin-1"): v.encode("latin-1") for k, v in letter.get("headers", {}).items()}
+    return Delivery(
+        source_id=letter["source_id"],
+        event=letter["event"],
+        body=body,
+        content_type=letter.get("content_type", ""),
+        headers=headers,
+        client_ip="",
+        received_at=received,
+        outcome=Outcome(request_id=f"replay-{letter['id']}"),
+        query=letter.get("query", {}),
     )

@@ -170,7 +170,10 @@ async def readyz(request: Request) -> Response:
     """Readiness: config loaded and the publisher can take events; the body names what fails."""
     publisher: Publisher = request.state.publisher
     drain: Drain = request.state.drain
+    topic_check = request.state.topic_check
     problems = {"shutdown": "draining" if drain.draining else None, publisher.name: await publisher.check()}
+    if topic_check is not None:
+        problems["topics"] = topic_check.problem()
     checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
     failing = [f"{name}: {problem}" for name, problem in problems.items() if problem is not None]
     if failing:

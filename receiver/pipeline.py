@@ -112,6 +112,23 @@ class Pipeline:
             records=plan.records,
         )
 
+    async def replay(self, delivery: Delivery) -> Accepted:
+        """Re-submit a dead letter: it was authenticated when it arrived, so validation onwards.
+
+        A letter that is still invalid raises its ``RequestError`` and is not dead-lettered
+        again (it is already on the topic).
+        """
+        source = self._sources.get(delivery.source_id)
+        if source is None:
+            msg = f"no source {delivery.source_id!r} is configured any more"
+            raise UnknownSourceError(msg)
+        payloads = validate_all(source.vendor, delivery)
+        plan = self._plan(source, delivery, payloads)
+        fresh = self._fresh(source, plan, delivery.received_at)
+        if fresh:
+            await self._publisher.publish(fresh)
+        return Accepted(event_id=plan.events[0].id, topics=sorted({r.topic for r in plan.records}))
+
     def _plan(self, source: Source, delivery: Delivery, payloads: Sequence[BaseModel]) -> Plan:
         vendor = source.vendor
         batch = len(payloads) > 1 or _is_batch(delivery)

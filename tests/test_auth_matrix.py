@@ -90,7 +90,11 @@ def world(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     tracker = {"kind": "tracker"}
     settings = build_settings(
         {
-            "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": prefix},
+            "kafka": {
+                "bootstrap_servers": kafka_broker.bootstrap_servers,
+                "topic_prefix": prefix,
+                "topics": {"create": True},
+            },
             "server": {"failure_limit_per_minute": 0},
             "sources": {
                 "iot": {

@@ -89,7 +89,11 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
                     "shutdown_grace_seconds": 10,
                     "drain_seconds": 1,
                 },
-                "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix},
+                "kafka": {
+                    "bootstrap_servers": kafka_broker.bootstrap_servers,
+                    "topic_prefix": topic_prefix,
+                    "topics": {"create": True},
+                },
                 "sources": {
                     "customer47": {
                         "kind": "iotcomms",

@@ -5,7 +5,8 @@ object (unknown fields kept) and ``SchemaValidator`` applies the source's schema
 (draft 2020-12, via ``jsonschema``), built once at startup. Its field errors have the
 shape of the other vendors' (``loc``, ``type``, ``msg``) and never repeat a value from
 the body, only the schema's own constraint. ``format`` is an annotation, as the draft
-says by default, and ``$ref`` resolves only inside the schema: nothing is fetched.
+says by default. A ``$ref`` must point inside the schema (``#/$defs/...``) and is
+checked at load: nothing is ever fetched, and no request can fail on a missing one.
 
 Where the device id, the time and the group sit in the body differs by vendor, so
 ``GenericOptions`` names them with JSON Pointers (RFC 6901). The time is Unix seconds
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -59,6 +61,7 @@ class SchemaValidator:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             msg = f"{name} is not a valid draft 2020-12 JSON Schema: {exc.message} (at {where}); fix the schema"
             raise ValueError(msg) from exc
+        _check_refs(schema, schema, name)
         self._validator = Draft202012Validator(schema)
 
     @classmethod
@@ -184,6 +187,23 @@ def _time(value: Any) -> datetime | None:
             return None
         return moment.astimezone(UTC) if moment.tzinfo is not None else None
     return None
+
+
+def _check_refs(node: Any, root: Any, name: str) -> None:
+    """Refuse a ``$ref`` that leaves the schema or names nothing in it."""
+    if isinstance(node, list):
+        for item in node:
+            _check_refs(item, root, name)
+    if not isinstance(node, Mapping):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        fragment = unquote(ref[1:]) if ref.startswith("#") else None
+        if fragment is None or (fragment.startswith("/") and resolve(root, fragment) is _MISSING):
+            msg = f"{name} has $ref {ref[:80]!r}, which points to nothing inside the schema; use #/$defs/..."
+            raise ValueError(msg)
+    for value in node.values():
+        _check_refs(value, root, name)
 
 
 def _loc(pointer: str) -> str:
