@@ -205,7 +205,21 @@ def _type_prefix(kind: str) -> str:
     return VENDORS[kind].type_prefix
 
 
-def parser() -> argparse.ArgumentParser:
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    """Write (or with --check, compare) the JSON Schemas of every model under the output directory."""
+    from receiver.schemas import drift, export  # noqa: PLC0415
+
+    if args.check:
+        problems = drift(args.out)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
+    written = export(args.out)
+    print(f"wrote {len(written)} schema(s) under {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of commands reads best
     top = argparse.ArgumentParser(prog="receiver", description="IoT callback receiver and event router.")
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -243,6 +257,13 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", help="only letters received at or after this RFC 3339 time")
     replay.add_argument("--source", help="only letters of this source")
     replay.set_defaults(run=cmd_deadletter_replay)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of payloads and events")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_sub.add_parser("export", help="write schemas/ from the models")
+    export.add_argument("--out", type=Path, default=Path("schemas"))
+    export.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
+    export.set_defaults(run=cmd_schemas_export)
 
     routes = sub.add_parser("routes", help="routing rules")
     routes_sub = routes.add_subparsers(dest="routes_command", required=True)

@@ -31,11 +31,20 @@ from receiver.errors import ConfigError
 
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
-SourceKind = Literal["iotcomms", "tracker"]
+SourceKind = Literal["iotcomms", "tracker", "sigfox", "soracom", "generic"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GenericSettings(_Frozen):
+    """For ``kind: generic``: the JSON Schema the bodies must satisfy, and where the facts are."""
+
+    schema_file: Path
+    device_id_pointer: str = "/deviceId"
+    time_pointer: str | None = None
+    group_pointer: str | None = None
 
 
 class RateLimitSettings(_Frozen):
@@ -68,15 +77,18 @@ class SourceSettings(_Frozen):
         default_factory=dict, description="static JSON answer per callback name (iotcomms newCall, getIvrCommand)"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="vendor options, e.g. sigfox `downlinks`")
+    generic: GenericSettings | None = Field(default=None, description="required for kind: generic")
     webhook_origins: list[str] = Field(
         default_factory=list, description="origins the CloudEvents webhook handshake allows ('*': any)"
     )
 
     @model_validator(mode="after")
-    def _iotcomms_needs_domain(self) -> SourceSettings:
+    def _kind_needs(self) -> SourceSettings:
         if self.kind == "iotcomms" and not self.domain:
             msg = "an iotcomms source needs its customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io"
             raise ValueError(msg)
+        if self.kind == "generic" and self.generic is None:
+            raise ValueError("a generic source needs `generic.schema_file`, the JSON Schema of its bodies")
         return self
 
 

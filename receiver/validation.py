@@ -134,11 +134,12 @@ def validate(vendor: Vendor, delivery: Delivery) -> BaseModel:
     try:
         decoded = vendor.decode(delivery.event, inbound)
         if decoded is not None:
-            return model.model_validate(decoded)
-        body = delivery.body
-        if inbound.charset not in ("utf-8", "utf8"):
-            body = body.decode(inbound.charset).encode()
-        return model.model_validate_json(body)
+            payload = model.model_validate(decoded)
+        else:
+            body = delivery.body
+            if inbound.charset not in ("utf-8", "utf8"):
+                body = body.decode(inbound.charset).encode()
+            payload = model.model_validate_json(body)
     except UnicodeDecodeError as exc:
         msg = f"the body is not valid {inbound.charset}"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
@@ -149,6 +150,11 @@ def validate(vendor: Vendor, delivery: Delivery) -> BaseModel:
         else:
             msg = f"the body does not match the {delivery.event} schema: " + ", ".join(e["loc"] for e in errors)
         raise InvalidPayloadError(msg, errors) from exc
+    errors = vendor.check(payload)
+    if errors:
+        msg = f"the body does not match the {delivery.event} schema: " + ", ".join(e["loc"] for e in errors)
+        raise InvalidPayloadError(msg, errors)
+    return payload
 
 
 def validate_all(vendor: Vendor, delivery: Delivery) -> list[BaseModel]:

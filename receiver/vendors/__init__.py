@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from receiver.vendors import iotcomms, tracker
+from receiver.vendors import generic, iotcomms, sigfox, soracom, tracker
 from receiver.vendors.base import Answer, Inbound, Reading, no_answer, no_reading, raw_json
 
 
@@ -32,6 +32,7 @@ class Vendor:
     decode: Callable[[str, Inbound], Any] = raw_json
     reading: Callable[[Any], Reading | None] = no_reading
     answer: Callable[[str, Any, Mapping[str, Any]], Answer | None] = no_answer
+    check: Callable[[Any], list[dict[str, str]]] = lambda _payload: []  # errors beyond the model's
 
 
 VENDORS: dict[str, Vendor] = {
@@ -55,4 +56,48 @@ VENDORS: dict[str, Vendor] = {
         group=tracker.group,
         reading=tracker.reading,
     ),
+    sigfox.KIND: Vendor(
+        kind=sigfox.KIND,
+        type_prefix=sigfox.TYPE_PREFIX,
+        media_types=sigfox.MEDIA_TYPES,
+        events=sigfox.EVENTS,
+        data=sigfox.event_data,
+        subject=sigfox.subject,
+        time=sigfox.event_time,
+        group=sigfox.group,
+        decode=sigfox.decode,
+        reading=sigfox.reading,
+        answer=sigfox.answer,
+    ),
+    soracom.KIND: Vendor(
+        kind=soracom.KIND,
+        type_prefix=soracom.TYPE_PREFIX,
+        media_types=soracom.MEDIA_TYPES,
+        events=soracom.EVENTS,
+        data=soracom.event_data,
+        subject=soracom.subject,
+        time=soracom.event_time,
+        group=soracom.group,
+        decode=soracom.decode,
+        reading=soracom.reading,
+    ),
 }
+
+
+def generic_vendor(schema: generic.SchemaValidator, options: generic.GenericOptions) -> Vendor:
+    """A ``generic`` source's vendor: its own JSON Schema and pointers, bound once at startup."""
+    return Vendor(
+        kind=generic.KIND,
+        type_prefix=generic.TYPE_PREFIX,
+        media_types=generic.MEDIA_TYPES,
+        events=generic.EVENTS,
+        data=generic.event_data,
+        subject=lambda payload, _domain: generic.subject(generic.event_data(payload), options),
+        time=lambda payload: generic.event_time(generic.event_data(payload), options),
+        group=lambda payload: generic.group(generic.event_data(payload), options),
+        reading=lambda payload: generic.reading(generic.event_data(payload), options),
+        check=lambda payload: [
+            *schema.validate(generic.event_data(payload)),
+            *generic.pointer_errors(generic.event_data(payload), options),
+        ],
+    )
