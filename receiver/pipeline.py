@@ -10,7 +10,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel
 
@@ -78,6 +78,7 @@ class Pipeline:
         try:
             principal = self._authenticate(source, delivery)
             self._authorize_roles(source, principal)
+            delivery = _with_proven_identity(delivery, principal)
             try:
                 payloads = validate_all(source.vendor, delivery)
             except RequestError as exc:
@@ -203,6 +204,22 @@ class Pipeline:
         group = source.vendor.group(payload)
         if group is None or principal.groups is None or group not in principal.groups:
             raise ForbiddenError("the message's device group is not one of the groups the credential carries")
+
+
+_FUNK_IDENTITY = {"imsi": b"x-soracom-imsi", "simId": b"x-soracom-sim-id", "imei": b"x-soracom-imei"}
+
+
+def _with_proven_identity(delivery: Delivery, principal: Principal) -> Delivery:
+    """Soracom Funk proves the device in its token, not in headers: the token's word wins."""
+    if principal.method != "soracom_funk":
+        return delivery
+    ctx = principal.claims.get("ctx")
+    if not isinstance(ctx, Mapping):
+        return delivery
+    proven = {header: str(ctx[claim]).encode() for claim, header in _FUNK_IDENTITY.items() if ctx.get(claim)}
+    # Identity headers the client sent itself are dropped: only the token's count.
+    kept = {k: v for k, v in delivery.headers.items() if not k.startswith((b"x-soracom-", b"x-device-id"))}
+    return replace(delivery, headers={**kept, **proven})
 
 
 def _is_batch(delivery: Delivery) -> bool:

@@ -51,7 +51,9 @@ async def _letters(settings: Settings) -> AsyncIterator[dict[str, Any]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await consumer.partitions_for_topic(topic) or ())]
+        # A consumer without a group knows only the topics it is assigned, so ask the cluster.
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call for this
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if not partitions:
             return
         consumer.assign(partitions)

@@ -39,6 +39,7 @@ class TrackerMessage(BaseModel):
     temperature: float | None = Field(default=None, description="°C")
     battery: float | None = Field(default=None, ge=0, le=100, description="%")
     payload: str | None = Field(default=None, description="the raw frame, hex")
+    frame_counter: int | None = Field(default=None, alias="frameCounter", ge=0, description="the device's counter")
 
 
 KIND = "tracker"
@@ -78,5 +79,6 @@ def reading(payload: TrackerMessage) -> base.Reading:
         else base.Position(lat=position.lat, lon=position.lon, accuracy_m=position.accuracy),
         temperature_c=payload.temperature,
         battery_pct=payload.battery,
+        sequence=payload.frame_counter,
         group=payload.group,
     )
