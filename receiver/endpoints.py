@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver.errors import AuthRequiredError, NotFoundError, PayloadTooLargeError
+from receiver.errors import AuthRequiredError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError
 from receiver.events import Accepted, Delivery, Outcome
 from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
@@ -76,6 +76,9 @@ class Deliver:
         outcome.source = source = params["source"]
         outcome.event = event = params.get("event", PUSH_EVENT)
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        if scope["method"] == "GET" and not _takes_queries(state["pipeline"], source):
+            msg = f"GET is not allowed on {scope['path']}; this source's vendor posts its messages"
+            raise MethodNotAllowedError(msg, ["OPTIONS", "POST"])
         if self.dry_run:
             _check_admin(state["dry_run_token"], headers.get(b"x-dry-run-token"))
         body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"])
@@ -113,7 +116,10 @@ class Deliver:
 
     async def _options(self, scope: Scope, send: Send) -> None:
         """``Allow``, and the CloudEvents webhook validation handshake for allowed origins."""
-        headers = [(b"allow", self.allow.encode())]
+        allow = self.allow
+        if "GET" in allow and not _takes_queries(scope["state"]["pipeline"], scope["path_params"]["source"]):
+            allow = "OPTIONS, POST"
+        headers = [(b"allow", allow.encode())]
         origin = next((v for k, v in scope["headers"] if k == b"webhook-request-origin"), None)
         if origin is not None:
             pipeline: Pipeline = scope["state"]["pipeline"]
@@ -124,6 +130,12 @@ class Deliver:
                 headers += [(b"webhook-allowed-origin", name.encode()), (b"webhook-allowed-rate", b"*")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _takes_queries(pipeline: Pipeline, source_id: str) -> bool:
+    """Does this source's vendor send messages as GET query strings (Sigfox-style backends)?"""
+    source = pipeline.sources.get(source_id)
+    return source is not None and "" in source.vendor.media_types
 
 
 def _answer(accepted: Accepted, dry_run: bool) -> tuple[int, bytes | None]:

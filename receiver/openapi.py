@@ -113,6 +113,11 @@ def _schemas(sources: Mapping[str, Source]) -> tuple[dict[str, Any], dict[str, d
         "required": ["loc", "type", "msg"],
         "properties": {"loc": {"type": "string"}, "type": {"type": "string"}, "msg": {"type": "string"}},
     }
+    components["AcceptedBatch"] = {
+        "type": "object",
+        "required": ["ids"],
+        "properties": {"ids": {"type": "array", "items": {"type": "string"}, "description": "one per item, in order"}},
+    }
     components["Accepted"] = {
         "type": "object",
         "required": ["id"],
@@ -136,10 +141,34 @@ def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
         if any(c not in _NOT_ON_DELIVERY for c in found)
     }
 
-    def delivery(summary: str, models: Mapping[str, set[str]]) -> dict[str, Any]:
+    answered = {
+        "200": {
+            "description": "durably published (Kafka acknowledged, or the embedded store committed): the event id, "
+            "a batch's ids, or the answer the vendor expects (a Sigfox downlink, a configured iotcomms answer)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": _REF.format(model="Accepted")},
+                            {"$ref": _REF.format(model="AcceptedBatch")},
+                            {"type": "object"},
+                        ]
+                    }
+                }
+            },
+        },
+        "202": {
+            "description": "invalid, kept on the dead-letter topic (sources with on_invalid: accept)",
+            "content": {"application/json": {"schema": _error_body(["invalid_payload"])}},
+        },
+        "204": {"description": "published; the vendor expects no answer body (Sigfox bidir without a downlink)"},
+    }
+
+    def delivery(summary: str, models: Mapping[str, set[str]], *, query: bool = False) -> dict[str, Any]:
         refs = [{"$ref": _REF.format(model=name)} for name in sorted(models)]
         source_ids = sorted(set().union(*models.values()))
-        return {
+        allow = "GET, OPTIONS, POST" if query else "OPTIONS, POST"
+        item: dict[str, Any] = {
             "parameters": [
                 {
                     "name": "source",
@@ -156,20 +185,21 @@ def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}},
                 },
-                "responses": {
-                    "200": {
-                        "description": "durably published (Kafka acknowledged, or the embedded store committed)",
-                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Accepted")}}},
-                    },
-                    **_errors(delivery_errors),
-                },
+                "responses": {**answered, **_errors(delivery_errors)},
             },
             # OPTIONS describes the URL pattern, so it answers for any source id.
             "options": {
-                **_options("OPTIONS, POST"),
+                **_options(allow),
                 "parameters": [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}],
             },
         }
+        if query:
+            item["get"] = {
+                "summary": summary + ", as a GET query string (vendors that send them so)",
+                "security": security,
+                "responses": {**answered, **_errors(delivery_errors)},
+            }
+        return item
 
     def probe(summary: str, content: dict[str, Any], errors: Mapping[int, list[str]]) -> dict[str, Any]:
         return {
@@ -186,7 +216,10 @@ def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
     for event, models in sorted(by_event.items()):
         paths[f"/v1/callbacks/{{source}}/{event}"] = delivery(f"The {event} callback", models)
     for event, models in sorted(by_event.items()):
-        paths[f"/v1/push/{{source}}/{event}"] = delivery(f"A {event} device push message", models)
+        # A GET query string only where a vendor with this callback sends them (Sigfox).
+        senders = set().union(*models.values())
+        query = any("" in sources[s].vendor.media_types for s in senders)
+        paths[f"/v1/push/{{source}}/{event}"] = delivery(f"A {event} device push message", models, query=query)
     paths["/healthz"] = probe("Liveness (no I/O)", status, {})
     paths["/readyz"] = probe("Readiness: config and publisher", status, {503: ["not_ready"]})
     paths["/metrics"] = probe("Prometheus metrics", {"text/plain": {}}, {})

@@ -44,7 +44,7 @@ def test_store_uses_wal(store_client: TestClient, tmp_path: Path) -> None:
     ("path", "allow"),
     [
         pytest.param(URL, "OPTIONS, POST", id="callback"),
-        pytest.param("/v1/push/customer47", "GET, OPTIONS, POST", id="push"),
+        pytest.param("/v1/push/customer47", "OPTIONS, POST", id="push-of-a-vendor-that-posts"),
         pytest.param("/healthz", "GET, HEAD, OPTIONS", id="healthz"),
     ],
 )
@@ -136,3 +136,10 @@ def test_rfc3339_matches_datetime() -> None:
     for seconds in samples:
         expected = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         assert rfc3339(seconds) == expected
+
+
+def test_get_on_push_only_for_vendors_that_send_queries(store_client: TestClient) -> None:
+    """A GET query string is a Sigfox-style delivery; a source whose vendor posts answers 405."""
+    response = store_client.get("/v1/push/customer47/message?a=1", auth=AUTH)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "OPTIONS, POST"
