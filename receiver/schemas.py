@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from receiver.vendors import VENDORS
+from receiver.vendors import VENDORS, generic, generic_vendor
 from receiver.vendors.base import Reading, no_reading
 
 _ENVELOPE_REQUIRED = ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"]
@@ -48,7 +48,9 @@ def envelope_schema(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 def all_schemas() -> dict[str, dict[str, Any]]:
     """``relative path -> schema`` for every vendor model and event type."""
     out: dict[str, dict[str, Any]] = {}
-    for vendor in VENDORS.values():
+    # A generic source's body schema is its own file; its envelope is documented here.
+    any_generic = generic_vendor(generic.SchemaValidator({}), generic.GenericOptions())
+    for vendor in [*VENDORS.values(), any_generic]:
         for event, model in sorted(vendor.events.items()):
             inbound = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
             out[f"inbound/{vendor.kind}.{event}.json"] = inbound

@@ -351,3 +351,48 @@ def test_schemas_do_not_drift(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schemas", "export", "--check", "--out", str(Path(__file__).parent.parent / "schemas")]) == 0, (
         capsys.readouterr().err
     )
+
+
+def test_published_envelopes_match_the_exported_schemas(world: World) -> None:
+    """Every event this suite published validates against its checked-in schemas/events/<type>.json."""
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
+    schemas = Path(__file__).parent.parent / "schemas" / "events"
+    checked = 0
+    for topic in ("sigfox.uplink", "sigfox.bidir", "soracom.beam", "generic.message", "tracker.push", "alarms"):
+        for record in world.records(topic):
+            event = record["value"]
+            validator = Draft202012Validator(json.loads((schemas / f"{event['type']}.json").read_text()))
+            errors = [e.message for e in validator.iter_errors(event)]
+            assert not errors, (event["type"], errors)
+            checked += 1
+    assert checked >= 10
+
+
+def test_static_answer_for_an_iotcomms_callback(kafka_broker: Broker, tmp_path: Path) -> None:
+    """A configured answer for /newCall is returned as the response body, after the event is published."""
+    prefix = f"s{uuid.uuid4().hex[:10]}"
+    answer = {"action": "connect", "destination": "sip:desk@customer47.prod-eu-north-1.iotcomms.io"}
+    source = bearer_source("iotcomms", domain="customer47.prod-eu-north-1.iotcomms.io", answers={"newCall": answer})
+    settings = build_settings(
+        {
+            "kafka": {
+                "bootstrap_servers": kafka_broker.bootstrap_servers,
+                "topic_prefix": prefix,
+                "topics": {"check": False},
+            },
+            "audit": {"enabled": False},
+            "sources": {"c47": source},
+        },
+        environ=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        response = client.post("/v1/callbacks/c47/newCall", json={"sessionId": "s-9", "callId": "c-1"}, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == answer
+    (record,) = read_topic(kafka_broker, f"{prefix}.iotcomms.newCall")
+    assert json.loads(record.value)["id"] == response.headers["X-Event-ID"]
