@@ -48,7 +48,7 @@ _KEY_TYPES: dict[str, tuple[type[Any], ...]] = {
     "ES": (ec.EllipticCurvePublicKey,),
     "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
 }
-_SIGNATURE_ONLY: Options = {
+SIGNATURE_ONLY: Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -260,7 +260,7 @@ class JwtVerifier:
         kid = header.get("kid")
         for key, key_id, not_after in self._candidates(alg, kid if isinstance(kid, str) else None, now):
             try:
-                claims: dict[str, Any] = self._decoder.decode(token, key, algorithms=[alg], options=_SIGNATURE_ONLY)
+                claims: dict[str, Any] = self._decoder.decode(token, key, algorithms=[alg], options=SIGNATURE_ONLY)
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidTokenError as exc:

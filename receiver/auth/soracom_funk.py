@@ -30,7 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.types import Options
 
-from receiver.auth.jwt import numeric_claim
+from receiver.auth.jwt import SIGNATURE_ONLY, numeric_claim
 from receiver.auth.material import LiveKey, load_public_keys
 from receiver.auth.principal import Credentials, Expiry, Principal
 from receiver.auth.replay import ReplayCache
@@ -43,18 +43,7 @@ ALGORITHM = "RS256"
 FUNK_SUBJECT = "funk.soracom.io"
 _MIN_RSA_BITS = 2048
 # PyJWT checks the signature only: the clock is the request's, and the claims are ours.
-_SIGNATURE_ONLY: Options = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,
-    "verify_jti": False,
-    "require": [],
-    "enforce_minimum_key_length": True,
-}
+_SIGNATURE_ONLY: Options = {**SIGNATURE_ONLY, "enforce_minimum_key_length": True}
 # The principal's name: the most specific device identity in `ctx`.
 _NAME_CLAIMS = ("imsi", "simId", "resourceId", "imei")
 

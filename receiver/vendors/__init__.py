@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,53 +36,24 @@ class Vendor:
     check: Callable[[Any], list[dict[str, str]]] = lambda _payload: []  # errors beyond the model's
 
 
-VENDORS: dict[str, Vendor] = {
-    iotcomms.KIND: Vendor(
-        kind=iotcomms.KIND,
-        type_prefix=iotcomms.TYPE_PREFIX,
-        media_types=iotcomms.MEDIA_TYPES,
-        events=iotcomms.EVENTS,
-        data=iotcomms.event_data,
-        subject=iotcomms.subject,
-        time=iotcomms.event_time,
-    ),
-    tracker.KIND: Vendor(
-        kind=tracker.KIND,
-        type_prefix=tracker.TYPE_PREFIX,
-        media_types=tracker.MEDIA_TYPES,
-        events=tracker.EVENTS,
-        data=tracker.event_data,
-        subject=tracker.subject,
-        time=tracker.event_time,
-        group=tracker.group,
-        reading=tracker.reading,
-    ),
-    sigfox.KIND: Vendor(
-        kind=sigfox.KIND,
-        type_prefix=sigfox.TYPE_PREFIX,
-        media_types=sigfox.MEDIA_TYPES,
-        events=sigfox.EVENTS,
-        data=sigfox.event_data,
-        subject=sigfox.subject,
-        time=sigfox.event_time,
-        group=sigfox.group,
-        decode=sigfox.decode,
-        reading=sigfox.reading,
-        answer=sigfox.answer,
-    ),
-    soracom.KIND: Vendor(
-        kind=soracom.KIND,
-        type_prefix=soracom.TYPE_PREFIX,
-        media_types=soracom.MEDIA_TYPES,
-        events=soracom.EVENTS,
-        data=soracom.event_data,
-        subject=soracom.subject,
-        time=soracom.event_time,
-        group=soracom.group,
-        decode=soracom.decode,
-        reading=soracom.reading,
-    ),
-}
+def _from_module(module: ModuleType) -> Vendor:
+    """A vendor module (see ``vendors.base``) as the pipeline's ``Vendor``; optional hooks default."""
+    return Vendor(
+        kind=module.KIND,
+        type_prefix=module.TYPE_PREFIX,
+        media_types=module.MEDIA_TYPES,
+        events=module.EVENTS,
+        data=module.event_data,
+        subject=module.subject,
+        time=module.event_time,
+        group=getattr(module, "group", lambda _payload: None),
+        decode=getattr(module, "decode", raw_json),
+        reading=getattr(module, "reading", no_reading),
+        answer=getattr(module, "answer", no_answer),
+    )
+
+
+VENDORS: dict[str, Vendor] = {module.KIND: _from_module(module) for module in (iotcomms, tracker, sigfox, soracom)}
 
 
 def generic_vendor(schema: generic.SchemaValidator, options: generic.GenericOptions) -> Vendor:
