@@ -67,7 +67,7 @@ def create_app(
     tracing = Tracing(settings.tracing, span_exporter)
     metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
     prefix = settings.kafka.topic_prefix
-    openapi = json_bytes(build_openapi(sources))
+    openapi = json_bytes(build_openapi(sources, dry_run=settings.dry_run.enabled))
     audit = (
         AuditTrail(
             settings.audit.topic or f"{prefix}.audit",

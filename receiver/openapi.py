@@ -126,7 +126,7 @@ def _schemas(sources: Mapping[str, Source]) -> tuple[dict[str, Any], dict[str, d
     return components, by_event
 
 
-def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
+def build_openapi(sources: Mapping[str, Source], *, dry_run: bool = False) -> dict[str, Any]:
     """The document served at ``/openapi.json`` for this configuration.
 
     The callback name in the URL decides the body's model, so each known name gets a
@@ -220,6 +220,32 @@ def build_openapi(sources: Mapping[str, Source]) -> dict[str, Any]:
         senders = set().union(*models.values())
         query = any("" in sources[s].vendor.media_types for s in senders)
         paths[f"/v1/push/{{source}}/{event}"] = delivery(f"A {event} device push message", models, query=query)
+    if dry_run:
+        paths["/v1/dry-run/{source}/{event}"] = {
+            "parameters": [
+                {
+                    "name": "source",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": sorted(sources)},
+                },
+                {"name": "event", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "post": {
+                "summary": "What a request would publish: events, records, topics; nothing is published",
+                "security": [{**entry, "dryRunToken": []} for entry in security] or [{"dryRunToken": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+                "responses": {
+                    "200": {
+                        "description": "the report",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(delivery_errors),
+                },
+            },
+            "options": _options("OPTIONS, POST"),
+        }
+        schemes["dryRunToken"] = {"type": "apiKey", "in": "header", "name": "X-Dry-Run-Token"}
     paths["/healthz"] = probe("Liveness (no I/O)", status, {})
     paths["/readyz"] = probe("Readiness: config and publisher", status, {503: ["not_ready"]})
     paths["/metrics"] = probe("Prometheus metrics", {"text/plain": {}}, {})

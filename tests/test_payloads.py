@@ -216,6 +216,7 @@ def test_sequence_gaps_repeats_and_resets_are_marked(world: World) -> None:
 
 def test_dry_run_shows_the_event_and_publishes_nothing(world: World) -> None:
     """The dry run needs its admin token and the vendor's credentials, and answers with what would be sent."""
+    assert "/v1/dry-run/{source}/{event}" in world.client.get("/openapi.json").json()["paths"]
     body = {"deviceId": f"dry-{uuid.uuid4().hex[:6]}", "group": "alarms"}
     denied = world.client.post("/v1/dry-run/trk/push", json=body, headers=AUTH)
     assert denied.status_code == 401
