@@ -207,6 +207,11 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print(fetch())
         return 0
     broker = Broker(port=args.port, controller_port=args.controller_port, workdir=args.data)
+    # The JVM runs in its own session: stop it on SIGTERM too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     broker.start()
     print(f"kafka {KAFKA_VERSION} serving on {broker.bootstrap_servers} (data in {args.data})", flush=True)
     try:
