@@ -92,7 +92,7 @@ class Pipeline:
                 raise
             for payload in payloads:
                 self._authorize_group(source, principal, payload)
-            plan = self._plan(source, delivery, payloads)
+            plan = self._plan(source, delivery, payloads, track=publish)
             fresh = self._fresh(source, plan, delivery.received_at)
             if publish and fresh:
                 await self._publisher.publish(fresh)
@@ -130,7 +130,8 @@ class Pipeline:
             await self._publisher.publish(fresh)
         return Accepted(event_id=plan.events[0].id, topics=sorted({r.topic for r in plan.records}))
 
-    def _plan(self, source: Source, delivery: Delivery, payloads: Sequence[BaseModel]) -> Plan:
+    def _plan(self, source: Source, delivery: Delivery, payloads: Sequence[BaseModel], *, track: bool = True) -> Plan:
+        """Events and records; ``track`` (not in a dry run) lets sequence tracking see the messages."""
         vendor = source.vendor
         batch = len(payloads) > 1 or _is_batch(delivery)
         events: list[CloudEvent] = []
@@ -143,7 +144,7 @@ class Pipeline:
                 source.domain,
                 include_raw=source.settings.include_raw,
                 index=index if batch else None,
-                extensions=self._sequence_marks(source, vendor.reading(payload)),
+                extensions=self._sequence_marks(source, vendor.reading(payload)) if track else None,
             )
             facts = Facts(source.id, vendor.kind, delivery.event, event.subject, vendor.group(payload))
             rule = matching_rule(self._routes, facts)
