@@ -315,12 +315,26 @@ def _beam_tampered_header(w: World, m: str) -> dict[str, Any]:
     return push("beam", device_body(m), headers)
 
 
+VALID: dict[str, One] = {
+    "iot": lambda w, m: iot_call(w.iot.token(iot_claims(), headers={"kid": "k1"}), m),
+    "trk": lambda w, m: push("trk", device_body(m), {"Authorization": f"Bearer {trk_token()}"}),
+    "tok": lambda w, m: push("tok", device_body(m), {"Authorization": f"Bearer {STATIC_TOKEN}"}),
+    "bas": lambda w, m: push("bas", device_body(m), basic_header("vendor", BASIC_PW)),
+    "beam": lambda w, m: push("beam", device_body(m), beam_headers()),
+    "wh": lambda w, m: push("wh", device_body(m), wh_headers(device_body(m))),
+    "gh": lambda w, m: push("gh", device_body(m), gh_headers(device_body(m))),
+    "funk": lambda w, m: push("funk", device_body(m), {"x-soracom-token": funk_token(w.funk)}),
+}
+
+
+def valid(source: str) -> Case:
+    """The accepted case of a method: its valid request, published."""
+    return Case(source, once(VALID[source]), 200, "ok", True)
+
+
 CASES = [
     # JWT, RS256 with kid and jti replay refusal (iotcomms)
-    pytest.param(
-        Case("iot", once(lambda w, m: iot_call(w.iot.token(iot_claims(), headers={"kid": "k1"}), m)), 200, "ok", True),
-        id="jwt-valid",
-    ),
+    pytest.param(valid("iot"), id="jwt-valid"),
     pytest.param(
         Case(
             "iot",
@@ -428,16 +442,7 @@ CASES = [
         id="jwt-replayed-jti",
     ),
     # JWT, HS512 with roles and groups (the tracker platform)
-    pytest.param(
-        Case(
-            "trk",
-            once(lambda w, m: push("trk", device_body(m), {"Authorization": f"Bearer {trk_token()}"})),
-            200,
-            "ok",
-            True,
-        ),
-        id="hs512-valid",
-    ),
+    pytest.param(valid("trk"), id="hs512-valid"),
     pytest.param(
         Case(
             "trk",
@@ -572,16 +577,7 @@ CASES = [
         id="hs512-malformed-header",
     ),
     # static bearer tokens
-    pytest.param(
-        Case(
-            "tok",
-            once(lambda w, m: push("tok", device_body(m), {"Authorization": f"Bearer {STATIC_TOKEN}"})),
-            200,
-            "ok",
-            True,
-        ),
-        id="bearer-valid",
-    ),
+    pytest.param(valid("tok"), id="bearer-valid"),
     pytest.param(
         Case(
             "tok",
@@ -641,10 +637,7 @@ CASES = [
         id="bearer-tampered-body-unsigned-accepted",
     ),
     # Basic with an Argon2 hash
-    pytest.param(
-        Case("bas", once(lambda w, m: push("bas", device_body(m), basic_header("vendor", BASIC_PW))), 200, "ok", True),
-        id="basic-valid",
-    ),
+    pytest.param(valid("bas"), id="basic-valid"),
     pytest.param(
         Case(
             "bas",
@@ -685,9 +678,7 @@ CASES = [
         id="basic-other-tenants-token",
     ),
     # Soracom Beam
-    pytest.param(
-        Case("beam", once(lambda w, m: push("beam", device_body(m), beam_headers())), 200, "ok", True), id="beam-valid"
-    ),
+    pytest.param(valid("beam"), id="beam-valid"),
     pytest.param(Case("beam", once(_beam_tampered_header), 401, "invalid_signature"), id="beam-tampered-header"),
     pytest.param(
         Case(
@@ -733,10 +724,7 @@ CASES = [
         id="beam-replayed",
     ),
     # Standard Webhooks
-    pytest.param(
-        Case("wh", once(lambda w, m: push("wh", device_body(m), wh_headers(device_body(m)))), 200, "ok", True),
-        id="webhooks-valid",
-    ),
+    pytest.param(valid("wh"), id="webhooks-valid"),
     pytest.param(Case("wh", once(_wh_tampered_body), 401, "invalid_signature"), id="webhooks-tampered-body"),
     pytest.param(Case("wh", once(_wh_tampered_header), 401, "invalid_signature"), id="webhooks-tampered-header"),
     pytest.param(
@@ -788,10 +776,7 @@ CASES = [
         id="webhooks-replayed",
     ),
     # GitHub-style HMAC over the body
-    pytest.param(
-        Case("gh", once(lambda w, m: push("gh", device_body(m), gh_headers(device_body(m)))), 200, "ok", True),
-        id="hmac-valid",
-    ),
+    pytest.param(valid("gh"), id="hmac-valid"),
     pytest.param(Case("gh", once(_gh_tampered_body), 401, "invalid_signature"), id="hmac-tampered-body"),
     pytest.param(
         Case(
@@ -825,16 +810,7 @@ CASES = [
         id="hmac-other-method-headers",
     ),
     # Soracom Funk
-    pytest.param(
-        Case(
-            "funk",
-            once(lambda w, m: push("funk", device_body(m), {"x-soracom-token": funk_token(w.funk)})),
-            200,
-            "ok",
-            True,
-        ),
-        id="funk-valid",
-    ),
+    pytest.param(valid("funk"), id="funk-valid"),
     pytest.param(
         Case(
             "funk",
@@ -974,16 +950,6 @@ def test_method_matrix(world: World, case: Case) -> None:
         assert len(written) == 1, "the replay was published a second time"
 
 
-VALID: dict[str, One] = {
-    "iot": lambda w, m: iot_call(w.iot.token(iot_claims()), m),
-    "trk": lambda w, m: push("trk", device_body(m), {"Authorization": f"Bearer {trk_token()}"}),
-    "tok": lambda w, m: push("tok", device_body(m), {"Authorization": f"Bearer {STATIC_TOKEN}"}),
-    "bas": lambda w, m: push("bas", device_body(m), basic_header("vendor", BASIC_PW)),
-    "beam": lambda w, m: push("beam", device_body(m), beam_headers()),
-    "wh": lambda w, m: push("wh", device_body(m), wh_headers(device_body(m))),
-    "gh": lambda w, m: push("gh", device_body(m), gh_headers(device_body(m))),
-    "funk": lambda w, m: push("funk", device_body(m), {"x-soracom-token": funk_token(w.funk)}),
-}
 TRACKER_SOURCES = ["trk", "tok", "bas", "beam", "wh", "gh", "funk"]
 
 
