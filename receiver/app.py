@@ -13,19 +13,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from receiver.admission import Admission
 from receiver.audit import AuditTrail
-from receiver.deadletter import deadletter_topic
 from receiver.endpoints import ROUTES
 from receiver.errors import RequestError
 from receiver.logs import configure_logging
 from receiver.metrics import Metrics
-from receiver.observe import ObserveRequests
 from receiver.openapi import build_openapi
-from receiver.pipeline import Pipeline
+from receiver.pipeline import Pipeline, build_pipeline
 from receiver.publish import Publisher, open_publisher
-from receiver.publish.instrumented import InstrumentedPublisher
 from receiver.reload import Reloader, watched_files
+from receiver.request_log import ObserveRequests
 from receiver.responses import on_http_error, on_request_error, on_unexpected_error
 from receiver.settings import Settings, config_path_from_env, load_settings
 from receiver.shutdown import Drain, drain_on_signals
@@ -96,11 +93,8 @@ def create_app(
             depth = getattr(opened, "depth", None)
             if depth is not None:
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
-            publisher = InstrumentedPublisher(opened, metrics, tracing, deadletter_topic(prefix))
-            admission = Admission(sources, settings.server.failure_limit_per_minute)
-            pipeline = Pipeline(
-                sources, publisher, prefix, admission, routes=settings.routes, on_sequence=metrics.count_sequence
-            )
+            pipeline = build_pipeline(settings, sources, opened, metrics, tracing)
+            publisher = pipeline.publisher
             pipeline_ref.append(pipeline)
             reloader = None
             if reload_settings is not None:

@@ -158,11 +158,11 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     from datetime import datetime  # noqa: PLC0415
 
-    from receiver.replay import replay  # noqa: PLC0415
+    from receiver.redrive import redrive  # noqa: PLC0415
 
     settings = _load(args.config or config_path_from_env())
     since = datetime.fromisoformat(args.since) if args.since else None
-    report = asyncio.run(replay(settings, since=since, source=args.source))
+    report = asyncio.run(redrive(settings, since=since, source=args.source))
     for letter_id in report.replayed:
         print(f"replayed {letter_id}")
     for letter_id, code in report.still_refused:
@@ -173,7 +173,8 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
 
 def cmd_routes_test(args: argparse.Namespace) -> int:
     """Print where an event (a CloudEvent as JSON) would be routed under the config."""
-    from receiver.routing import Facts, matching_rule, topic_for  # noqa: PLC0415
+    from receiver.routing import Facts, destination  # noqa: PLC0415
+    from receiver.sources import build_sources  # noqa: PLC0415
 
     settings = _load(args.config)
     try:
@@ -181,28 +182,23 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.event}: {exc}", file=sys.stderr)
         return 1
+    if not isinstance(event, dict):
+        print(f"{args.event} does not hold a CloudEvent (a JSON object)", file=sys.stderr)
+        return 1
     source_id = str(event.get("sourceid", ""))
-    source = settings.sources.get(source_id)
+    source = build_sources(settings).get(source_id)
     if source is None:
         print(f"no source {source_id!r} in {args.config}", file=sys.stderr)
         return 1
-    event_name = str(event.get("type", "")).removeprefix(_type_prefix(source.kind))
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    facts = Facts(source_id, source.kind, event_name, str(event.get("subject", "")), data.get("group"))
-    rule = matching_rule(settings.routes, facts)
-    if rule is None:
-        topic = topic_for(settings.kafka.topic_prefix, source.kind, event_name, source.topic)
-        print(json.dumps({"rule": "default", "topics": [topic], "key": facts.subject, "headers": {}}))
-        return 0
-    key = {"subject": facts.subject, "device": facts.subject, "source": source_id, "none": ""}[rule.key]
-    print(json.dumps({"rule": settings.routes.index(rule), "topics": rule.topics, "key": key, "headers": rule.headers}))
+    vendor = source.vendor
+    event_name = str(event.get("type", "")).removeprefix(vendor.type_prefix)
+    data = event.get("data")
+    group = data.get("group") if isinstance(data, dict) and isinstance(data.get("group"), str) else None
+    facts = Facts(source_id, vendor.kind, event_name, str(event.get("subject", "")), group)
+    where = destination(facts, settings.routes, settings.kafka.topic_prefix, source.settings.topic)
+    rule = "default" if where.rule is None else where.rule
+    print(json.dumps({"rule": rule, "topics": list(where.topics), "key": where.key, "headers": dict(where.headers)}))
     return 0
-
-
-def _type_prefix(kind: str) -> str:
-    from receiver.vendors import VENDORS  # noqa: PLC0415
-
-    return VENDORS[kind].type_prefix
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:

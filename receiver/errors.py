@@ -37,7 +37,7 @@ contain a credential: the detail that helps an operator goes to the log instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 
@@ -232,3 +232,24 @@ class KafkaUnavailableError(UnavailableError):
 
 class StoreUnavailableError(UnavailableError):
     code = "store_unavailable"
+
+
+def error_classes(base: type[RequestError] = RequestError) -> Iterator[type[RequestError]]:
+    """Every class under ``base`` that is raised as itself (not a family)."""
+    for cls in base.__subclasses__():
+        if "abstract" not in vars(cls):
+            yield cls
+        yield from error_classes(cls)
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Every stable error code by HTTP status, read off the tree (500 is the one unplanned answer)."""
+    by_status: dict[int, set[str]] = {500: {"internal_error"}}
+    for cls in error_classes():
+        by_status.setdefault(cls.status, set()).add(cls.code)
+    return {status: sorted(codes) for status, codes in sorted(by_status.items())}
+
+
+def auth_codes() -> frozenset[str]:
+    """The codes of refused authentications: what the auth-failure metric counts."""
+    return frozenset(cls.code for cls in error_classes(AuthError))

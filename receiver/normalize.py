@@ -21,8 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from receiver.events import CloudEvent, Delivery
-from receiver.vendors import Vendor
-from receiver.vendors.base import Reading
+from receiver.vendors.base import Reading, Vendor
 
 _last_second: list[tuple[int, str]] = [(-1, "")]  # the date-time part of the latest whole second
 
@@ -68,7 +67,6 @@ def normalize(  # noqa: PLR0913 - the facts of one event, all needed
     delivery: Delivery,
     vendor: Vendor,
     payload: BaseModel,
-    domain: str | None,
     *,
     include_raw: bool = True,
     index: int | None = None,
@@ -82,7 +80,7 @@ def normalize(  # noqa: PLR0913 - the facts of one event, all needed
         id=event_id(delivery, index),
         source=f"urn:iot-receiver:{delivery.source_id}",
         type=vendor.type_prefix + delivery.event,
-        subject=vendor.subject(payload, domain),
+        subject=vendor.subject(payload),
         time=received if when is None else rfc3339(when),
         data=event_data(vendor, payload, reading, include_raw),
         extensions={"receivedtime": received, "sourceid": delivery.source_id, **(extensions or {})},

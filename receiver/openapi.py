@@ -1,44 +1,22 @@
 """The OpenAPI 3.1 description of the running receiver, generated from the code.
 
 Nothing here is written by hand twice: request bodies are the vendors' pydantic models,
-error codes and statuses come from the ``errors`` tree, auth schemes from the
-configured sources, paths from the route table's shape.
+error codes and statuses come from the ``errors`` tree, security schemes from the
+configured sources' verifiers (each built from its own settings), paths from the route
+table's shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from receiver import __version__
-from receiver.auth_settings import BasicAuthSettings, BearerAuthSettings, JwtAuthSettings
-from receiver.errors import RequestError
+from receiver.errors import error_codes
 from receiver.sources import Source
 
 _REF = "#/components/schemas/{model}"
-_SIGNATURE_HEADERS = {
-    "soracom_beam": "X-Soracom-Signature",
-    "soracom_funk": "X-Soracom-Token",
-    "standard_webhooks": "webhook-signature",
-    "hmac": "X-Hub-Signature-256",
-}
 _NOT_ON_DELIVERY = {"not_ready", "not_found", "method_not_allowed"}
-
-
-def _error_classes(base: type[RequestError] = RequestError) -> Iterator[type[RequestError]]:
-    for cls in base.__subclasses__():
-        yield cls
-        yield from _error_classes(cls)
-
-
-def error_codes() -> dict[int, list[str]]:
-    """Every stable error code by HTTP status, read off the error tree."""
-    by_status: dict[int, set[str]] = {}
-    for cls in _error_classes():
-        if "abstract" not in vars(cls):
-            by_status.setdefault(cls.status, set()).add(cls.code)
-    by_status[500] = {"internal_error"}
-    return {status: sorted(codes) for status, codes in sorted(by_status.items())}
 
 
 def _error_body(codes: list[str]) -> dict[str, Any]:
@@ -85,15 +63,9 @@ def _options(allow: str) -> dict[str, Any]:
 def _security(sources: Mapping[str, Source]) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
     schemes: dict[str, Any] = {}
     for source in sources.values():
-        for method in source.settings.auth:
-            if isinstance(method, JwtAuthSettings):
-                schemes["jwt"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            elif isinstance(method, BearerAuthSettings):
-                schemes["bearer"] = {"type": "http", "scheme": "bearer"}
-            elif isinstance(method, BasicAuthSettings):
-                schemes["basic"] = {"type": "http", "scheme": "basic"}
-            else:  # signature schemes: a header the sender computes over the request
-                schemes[method.type] = {"type": "apiKey", "in": "header", "name": _SIGNATURE_HEADERS[method.type]}
+        for verifier in source.auth.verifiers:
+            name, scheme = verifier.security_scheme()
+            schemes[name] = scheme
     return schemes, [{name: []} for name in sorted(schemes)]
 
 

@@ -3,6 +3,7 @@
 Rules from the config are tried in order and the first match decides; without a match
 the default applies: ``<topic_prefix>.<kind>.<event>`` (or the source's ``topic``),
 keyed by the subject, so one device's events keep their order on one partition.
+``destination`` is the one table: the pipeline and ``receiver routes test`` both call it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,22 @@ class Facts:
     group: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where one event goes: topics, the record key, extra headers, and the rule that said so."""
+
+    topics: Sequence[str]
+    key: str
+    headers: Sequence[tuple[str, str]] = ()
+    rule: int | None = None  # the index of the matching rule; None: the default
+
+
 def topic_for(prefix: str, kind: str, event: str, override: str | None = None) -> str:
     return override or f"{prefix}.{kind}.{event}"
 
 
-def matching_rule(rules: Sequence[RouteRule], facts: Facts) -> RouteRule | None:
-    for rule in rules:
+def matching_rule(rules: Sequence[RouteRule], facts: Facts) -> int | None:
+    for index, rule in enumerate(rules):
         m = rule.match
         if (
             (m.source is None or m.source == facts.source)
@@ -40,26 +51,29 @@ def matching_rule(rules: Sequence[RouteRule], facts: Facts) -> RouteRule | None:
             and (m.group is None or m.group == facts.group)
             and (m.subject is None or fnmatchcase(facts.subject, m.subject))
         ):
-            return rule
+            return index
     return None
 
 
-def route(event: CloudEvent, topic: str, rule: RouteRule | None = None, facts: Facts | None = None) -> list[Record]:
+def destination(facts: Facts, rules: Sequence[RouteRule], prefix: str, source_topic: str | None = None) -> Destination:
+    """The first matching rule's topics, key and headers, else the default topic keyed by subject."""
+    index = matching_rule(rules, facts)
+    if index is None:
+        return Destination([topic_for(prefix, facts.kind, facts.event, source_topic)], facts.subject)
+    rule = rules[index]
+    key = {"subject": facts.subject, "device": facts.subject, "source": facts.source, "none": ""}[rule.key]
+    return Destination(rule.topics, key, tuple(rule.headers.items()), index)
+
+
+def route(event: CloudEvent, where: Destination) -> list[Record]:
     """The Kafka records for one event: structured-mode CloudEvent with ``ce_*`` headers."""
     headers = [
         ("content-type", CLOUDEVENTS_JSON.encode()),
         ("ce_id", event.id.encode()),
         ("ce_type", event.type.encode()),
         ("ce_source", event.source.encode()),
+        *((name, text.encode()) for name, text in where.headers),
     ]
     value = event.to_json()
-    if rule is None:
-        return [Record(topic=topic, key=event.subject.encode(), value=value, headers=headers)]
-    headers += [(name, text.encode()) for name, text in rule.headers.items()]
-    key = {
-        "subject": event.subject,
-        "device": event.subject,
-        "source": facts.source if facts else event.subject,
-        "none": "",
-    }[rule.key]
-    return [Record(topic=t, key=key.encode(), value=value, headers=headers) for t in rule.topics]
+    key = where.key.encode()
+    return [Record(topic=topic, key=key, value=value, headers=headers) for topic in where.topics]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -21,30 +21,22 @@ from pydantic import (
     IPvAnyNetwork,
     StringConstraints,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from receiver.auth_settings import AuthSettings
+from receiver.auth.methods import AuthSettings
 from receiver.errors import ConfigError
+from receiver.vendors import VENDORS
 
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
-SourceKind = Literal["iotcomms", "tracker", "sigfox", "soracom", "generic"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class GenericSettings(_Frozen):
-    """For ``kind: generic``: the JSON Schema the bodies must satisfy, and where the facts are."""
-
-    schema_file: Path
-    device_id_pointer: str = "/deviceId"
-    time_pointer: str | None = None
-    group_pointer: str | None = None
 
 
 class RateLimitSettings(_Frozen):
@@ -54,10 +46,13 @@ class RateLimitSettings(_Frozen):
 
 
 class SourceSettings(_Frozen):
-    """One sender: its vendor kind, identity, the ways it may authenticate, and its limits."""
+    """One sender: its vendor kind, the ways it may authenticate, and its limits.
 
-    kind: SourceKind
-    domain: str | None = Field(default=None, description="the vendor's customer domain (iotcomms)")
+    What a kind adds (the iotcomms domain, Sigfox downlinks, the generic schema) is its
+    vendor's options model: each kind's settings are these fields plus those.
+    """
+
+    kind: str
     auth: list[AuthSettings] = Field(min_length=1)
     topic: TopicName | None = Field(default=None, description="overrides <prefix>.<kind>.<event>")
     allowed_ips: list[IPvAnyNetwork] = Field(default_factory=list, description="sender CIDRs; empty: any")
@@ -76,20 +71,25 @@ class SourceSettings(_Frozen):
     answers: dict[str, Any] = Field(
         default_factory=dict, description="static JSON answer per callback name (iotcomms newCall, getIvrCommand)"
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="vendor options, e.g. sigfox `downlinks`")
-    generic: GenericSettings | None = Field(default=None, description="required for kind: generic")
     webhook_origins: list[str] = Field(
         default_factory=list, description="origins the CloudEvents webhook handshake allows ('*': any)"
     )
 
-    @model_validator(mode="after")
-    def _kind_needs(self) -> SourceSettings:
-        if self.kind == "iotcomms" and not self.domain:
-            msg = "an iotcomms source needs its customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io"
-            raise ValueError(msg)
-        if self.kind == "generic" and self.generic is None:
-            raise ValueError("a generic source needs `generic.schema_file`, the JSON Schema of its bodies")
-        return self
+
+def _kind_settings(kind: str) -> type[SourceSettings]:
+    """The settings of one kind: the common fields and its vendor's options, ``kind`` fixed."""
+    options = VENDORS[kind].Options
+    name = f"{kind.title()}SourceSettings"
+    return create_model(name, __base__=(SourceSettings, options), kind=(Literal[kind], ...))  # type: ignore[arg-type]
+
+
+if TYPE_CHECKING:
+    AnySourceSettings = SourceSettings
+else:  # discriminated by ``kind``, one member per registered vendor
+    AnySourceSettings = Annotated[
+        Union[tuple(_kind_settings(kind) for kind in VENDORS)],  # noqa: UP007 - built from the registry
+        Field(discriminator="kind"),
+    ]
 
 
 class RouteMatch(_Frozen):
@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     routes: list[RouteRule] = Field(default_factory=list, description="ordered; the first match wins")
     dry_run: DryRunSettings = DryRunSettings()
-    sources: dict[SourceId, SourceSettings] = Field(default_factory=dict)
+    sources: dict[SourceId, AnySourceSettings] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -243,8 +243,15 @@ class Settings(BaseSettings):
 def _problems(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        path = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[0] == "sources" and loc[2] in VENDORS:
+            del loc[2]  # the kind the union chose, already said by the source's own `kind`
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            tag = (error.get("ctx") or {}).get("discriminator", "'kind'").strip("'")
+            loc.append(tag)
+            message = f"must be one of {', '.join(VENDORS) if tag == 'kind' else error['ctx']['expected_tags']}"
+        path = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
         lines.append(f"{path or '(top)'}: {message}")
     return lines
 

@@ -1,6 +1,7 @@
 """Sources as the pipeline uses them: settings joined with their vendor and verifiers.
 
-Built once at startup (keys parsed, secrets read), so a request only looks one up.
+Built once at startup (keys parsed, secrets read, schemas loaded), so a request only
+looks one up.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from receiver.auth import SourceAuth, build_source_auth
 from receiver.errors import ConfigError
 from receiver.settings import Settings, SourceSettings
-from receiver.vendors import VENDORS, Vendor, generic, generic_vendor, sigfox
+from receiver.vendors import VENDORS, Vendor
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +22,23 @@ class Source:
     vendor: Vendor
     auth: SourceAuth
 
-    @property
-    def domain(self) -> str | None:
-        return self.settings.domain
 
-
-def _vendor(source: SourceSettings) -> Vendor:
-    """The source's vendor; a generic one is bound to its schema and pointers here, once."""
-    if source.kind == "sigfox":
-        sigfox.check_options(source.options)
-    if source.generic is None:
-        return VENDORS[source.kind]
-    spec = source.generic
-    schema = generic.SchemaValidator.from_file(spec.schema_file)
-    options = generic.GenericOptions(spec.device_id_pointer, spec.time_pointer, spec.group_pointer)
-    return generic_vendor(schema, options)
+def build_source(source_id: str, settings: SourceSettings) -> Source:
+    """One source, ready to serve; a problem is a ``ConfigError`` naming its key."""
+    try:
+        vendor = VENDORS[settings.kind].from_options(settings)
+    except ValueError as exc:
+        raise ConfigError([f"sources.{source_id}: {exc}"]) from exc
+    try:
+        auth = build_source_auth(
+            settings.auth,
+            default_subject=vendor.credential_subject,
+            require_roles=settings.require_roles,
+            restrict_to_token_groups=settings.restrict_to_token_groups,
+        )
+    except ConfigError as exc:
+        raise ConfigError([f"sources.{source_id}.{p}" for p in exc.problems]) from exc
+    return Source(source_id, settings, vendor, auth)
 
 
 def build_sources(settings: Settings) -> Mapping[str, Source]:
@@ -44,16 +47,9 @@ def build_sources(settings: Settings) -> Mapping[str, Source]:
     problems: list[str] = []
     for source_id, source in settings.sources.items():
         try:
-            auth = build_source_auth(source)
+            sources[source_id] = build_source(source_id, source)
         except ConfigError as exc:
-            problems.extend(f"sources.{source_id}.{p}" for p in exc.problems)
-            continue
-        try:
-            vendor = _vendor(source)
-        except ValueError as exc:
-            problems.append(f"sources.{source_id}: {exc}")
-            continue
-        sources[source_id] = Source(source_id, source, vendor, auth)
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return sources

@@ -16,12 +16,14 @@ from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
 
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth_settings import BasicAuthSettings, read_secret
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.material import read_secret
 from receiver.errors import ConfigError, InvalidCredentialsError
 
 _HASHER = PasswordHasher()
@@ -31,6 +33,26 @@ _CACHE_SIZE = 1024
 def hash_password(password: str) -> str:
     """An Argon2id hash with the library's current recommended parameters."""
     return _HASHER.hash(password)
+
+
+class BasicAuthSettings(MethodSettings):
+    """HTTP Basic credentials; the password as an Argon2 hash (preferred) or a plain secret."""
+
+    type: Literal["basic"]
+    username: str = Field(min_length=1)
+    password_hash: str | None = Field(default=None, description="from `receiver hash-password`")
+    password_hash_file: Path | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    not_after: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuthSettings:
+        given = [self.password_hash, self.password_hash_file, self.password, self.password_file]
+        if sum(v is not None for v in given) != 1:
+            msg = "give exactly one of password_hash, password_hash_file, password or password_file"
+            raise ValueError(msg)
+        return self
 
 
 def _read(field: str, path: Path) -> str:
@@ -49,6 +71,7 @@ class BasicVerifier:
 
     method = "basic"
     challenge = 'Basic realm="receiver", charset="UTF-8"'
+    credential_headers = frozenset({"authorization"})
 
     def __init__(
         self,
@@ -66,7 +89,8 @@ class BasicVerifier:
         self._verified: OrderedDict[bytes, None] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: BasicAuthSettings) -> BasicVerifier:
+    def from_settings(cls, settings: BasicAuthSettings, default_subject: str | None = None) -> BasicVerifier:
+        del default_subject
         not_after = None if settings.not_after is None else settings.not_after.timestamp()
         if settings.password is not None:
             return cls(settings.username, password=settings.password.get_secret_value(), not_after=not_after)
@@ -79,6 +103,9 @@ class BasicVerifier:
         if not hashed or not hashed.startswith("$argon2"):
             raise ConfigError(["password_hash: not an Argon2 hash; make one with `receiver hash-password`"])
         return cls(settings.username, password_hash=hashed, not_after=not_after)
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        return self.method, {"type": "http", "scheme": "basic"}
 
     def carries(self, credentials: Credentials) -> bool:
         authorization = credentials.authorization()
@@ -108,7 +135,8 @@ class BasicVerifier:
     def _password_ok(self, decoded: bytes, password: bytes) -> bool:
         if self._password_digest is not None:
             return hmac.compare_digest(_digest(password), self._password_digest)
-        assert self._hash is not None
+        if self._hash is None:  # neither a plain password nor a hash: nothing matches
+            return False
         remembered = _digest(b"basic\0" + decoded)
         if remembered in self._verified:
             return True
@@ -120,3 +148,12 @@ class BasicVerifier:
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
         return True
+
+
+METHOD = Method(
+    name=BasicVerifier.method,
+    settings=BasicAuthSettings,
+    build=BasicVerifier.from_settings,
+    codes=frozenset({InvalidCredentialsError}),
+    credential_headers=BasicVerifier.credential_headers,
+)

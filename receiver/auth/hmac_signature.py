@@ -14,40 +14,58 @@ import hashlib
 import hmac
 from base64 import b64decode
 from collections.abc import Iterable, Sequence
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from receiver.auth.material import LiveSecret, first_match, load_secrets
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth_settings import HmacAuthSettings
+from pydantic import Field
+
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.material import LiveSecret, Secret, first_match, load_secrets
 from receiver.errors import InvalidSignatureError
 
 _DIGEST_SIZE = hashlib.sha256().digest_size
+DEFAULT_HEADER = "X-Hub-Signature-256"
+
+
+class HmacAuthSettings(MethodSettings):
+    """An HMAC-SHA256 of the raw body in one header (GitHub's ``X-Hub-Signature-256: sha256=<hex>``)."""
+
+    type: Literal["hmac"]
+    header: str = Field(default=DEFAULT_HEADER, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    prefix: str = "sha256="
+    encoding: Literal["hex", "base64"] = "hex"
+    secrets: list[Secret] = Field(min_length=1)
 
 
 class HmacVerifier:
     """Verifies ``<header>: <prefix><mac>`` for one source; several secrets may be live at once."""
 
+    method = "hmac"
     challenge: str | None = None
 
     def __init__(
         self,
-        method: str,
         secrets: Sequence[LiveSecret],
         *,
-        header: str,
-        prefix: str,
-        encoding: Literal["hex", "base64"],
+        header: str = DEFAULT_HEADER,
+        prefix: str = "sha256=",
+        encoding: Literal["hex", "base64"] = "hex",
     ) -> None:
-        self.method = method
         self._secrets = list(secrets)
         self._header = header
         self._prefix = prefix
         self._encoding = encoding
+        self.credential_headers = frozenset({header.lower()})
 
     @classmethod
-    def from_settings(cls, settings: HmacAuthSettings) -> Self:
+    def from_settings(cls, settings: HmacAuthSettings, default_subject: str | None = None) -> Self:
+        del default_subject
         secrets = load_secrets(settings.secrets)
-        return cls(settings.type, secrets, header=settings.header, prefix=settings.prefix, encoding=settings.encoding)
+        return cls(secrets, header=settings.header, prefix=settings.prefix, encoding=settings.encoding)
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        """Named after the configured header when it is not the default, so sources can differ."""
+        name = self.method if self._header == DEFAULT_HEADER else f"{self.method}-{self._header.lower()}"
+        return name, {"type": "apiKey", "in": "header", "name": self._header}
 
     def carries(self, credentials: Credentials) -> bool:
         return credentials.header(self._header) is not None
@@ -85,3 +103,12 @@ class HmacVerifier:
         if len(mac) != _DIGEST_SIZE:
             raise InvalidSignatureError(malformed)
         return mac
+
+
+METHOD = Method(
+    name=HmacVerifier.method,
+    settings=HmacAuthSettings,
+    build=HmacVerifier.from_settings,
+    codes=frozenset({InvalidSignatureError}),
+    credential_headers=frozenset({DEFAULT_HEADER.lower()}),
+)

@@ -20,19 +20,21 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.types import Options
+from pydantic import Field, field_validator, model_validator
 
-from receiver.auth.material import LiveKey, LiveSecret, load_public_keys, load_secrets
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth.replay import ReplayCache
-from receiver.auth_settings import HMAC_ALGORITHMS, JwtAuthSettings
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, nothing
+from receiver.auth.material import KeyFile, LiveKey, LiveSecret, Secret, as_key_files, load_public_keys, load_secrets
+from receiver.auth.replay_cache import ReplayCache
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
+    ReplayedRequestError,
     SubjectMismatchError,
     TokenExpiredError,
     TokenLifetimeExceededError,
@@ -41,6 +43,46 @@ from receiver.errors import (
 )
 
 log = logging.getLogger("receiver.auth")
+
+Algorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
+]  # fmt: skip
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+class JwtAuthSettings(MethodSettings):
+    """JWT bearer tokens: public keys (PEM or JWKS, chosen by ``kid``) or HMAC secrets."""
+
+    type: Literal["jwt"]
+    algorithms: list[Algorithm] = Field(default=["RS256"], min_length=1)
+    public_keys: list[KeyFile] = Field(default_factory=list, description="PEM files (plain paths accepted)")
+    jwks_file: Path | None = Field(default=None, description="a JWKS document; keys chosen by `kid`")
+    secrets: list[Secret] = Field(default_factory=list, description="HMAC secrets for HS256/384/512")
+    subject: str | None = Field(default=None, description="required `sub`; defaults to the source's domain")
+    issuer: str | None = Field(default=None, description="required `iss`, when set")
+    audience: str | None = Field(default=None, description="required in `aud`, when set")
+    require_iat: bool = True
+    max_age_seconds: int | None = Field(default=3600, gt=0, description="oldest accepted `iat`; null: no limit")
+    max_lifetime_seconds: int | None = Field(default=5400, gt=0, description="largest `exp - iat`; null: no limit")
+    leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew allowed")
+    require_exp: bool = False
+    reject_replayed_jti: bool = Field(default=False, description="a `jti` seen before within its lifetime fails")
+
+    _paths = field_validator("public_keys", mode="before")(as_key_files)
+
+    @model_validator(mode="after")
+    def _has_material(self) -> JwtAuthSettings:
+        wants_hmac = any(a in HMAC_ALGORITHMS for a in self.algorithms)
+        wants_keys = any(a not in HMAC_ALGORITHMS for a in self.algorithms)
+        if wants_hmac and not self.secrets:
+            raise ValueError("HS256/HS384/HS512 need `secrets`")
+        if wants_keys and not (self.public_keys or self.jwks_file):
+            raise ValueError("asymmetric algorithms need `public_keys` or `jwks_file`")
+        if self.secrets and not wants_hmac:
+            raise ValueError("`secrets` are only used with HS256/HS384/HS512 in `algorithms`")
+        return self
+
 
 _KEY_TYPES: dict[str, tuple[type[Any], ...]] = {
     "RS": (rsa.RSAPublicKey,),
@@ -141,6 +183,7 @@ class JwtVerifier:
 
     method = "jwt"
     challenge = 'Bearer realm="receiver"'
+    credential_headers = frozenset({"authorization"})
 
     def __init__(  # noqa: PLR0913 - keyword-only; from_settings is the usual way in
         self,
@@ -191,6 +234,9 @@ class JwtVerifier:
             reject_replayed_jti=settings.reject_replayed_jti,
         )
 
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        return self.method, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
     def carries(self, credentials: Credentials) -> bool:
         authorization = credentials.authorization()
         return authorization is not None and authorization[0] == "bearer"
@@ -220,7 +266,7 @@ class JwtVerifier:
         except InvalidTokenError:
             self._verified.pop(token, None)
             raise
-        accept = self._refuse_replay(claims, now) if self._replays is not None else _nothing
+        accept = self._refuse_replay(self._replays, claims, now) if self._replays is not None else nothing
         groups = claims.get("groups")
         return Principal(
             method=self.method,
@@ -282,14 +328,28 @@ class JwtVerifier:
             if self._audience not in audiences:
                 raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
-        assert self._replays is not None
+    def _refuse_replay(self, replays: ReplayCache, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidTokenError("this source requires a unique `jti` claim in every token")
         replayed = "this token (`jti`) was already used; sign a new one for each request"
-        return self._replays.hook(jti, self._policy.valid_until(claims, now), now, replayed)
+        return replays.hook(jti, self._policy.valid_until(claims, now), now, replayed)
 
 
-def _nothing() -> None:
-    return None
+METHOD = Method(
+    name=JwtVerifier.method,
+    settings=JwtAuthSettings,
+    build=JwtVerifier.from_settings,
+    codes=frozenset(
+        {
+            InvalidTokenError,
+            TokenExpiredError,
+            TokenTooOldError,
+            TokenNotYetValidError,
+            TokenLifetimeExceededError,
+            SubjectMismatchError,
+            ReplayedRequestError,
+        }
+    ),
+    credential_headers=JwtVerifier.credential_headers,
+)

@@ -1,7 +1,13 @@
-"""Key material loaded once: secrets and public keys with their ids and expiry instants.
+"""Key material: how settings name secrets and key files, and the loaded forms verifiers hold.
 
-Verifiers hold these, never settings: parsing and file reading happen at startup (and
-on reload), not per request. ``usable(now)`` is the one place expiry is decided.
+Every credential may carry an ``id`` (shown in logs, audit records and metrics instead
+of the secret) and a ``not_after`` instant after which it is refused, so a rotation
+can be scheduled in the config and a forgotten one shows up in the expiry metric.
+Secrets are ``SecretStr`` or files read once at load time.
+
+Verifiers hold the loaded forms, never settings: parsing and file reading happen at
+startup (and on reload), not per request. ``usable(now)`` is the one place expiry is
+decided.
 """
 
 from __future__ import annotations
@@ -9,15 +15,73 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from receiver.auth_settings import KeyFile, Secret
 from receiver.errors import ConfigError
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def read_secret(path: Path) -> SecretStr:
+    """Read a secret file as mounted by Kubernetes: trailing newline dropped, nothing else."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read secret file {path}: {exc.strerror}"
+        raise ValueError(msg) from exc
+    value = text.rstrip("\r\n")
+    if not value:
+        msg = f"secret file {path} is empty"
+        raise ValueError(msg)
+    return SecretStr(value)
+
+
+class KeyFile(_Frozen):
+    """A public key in a PEM file, with its key id (``kid``) and expiry."""
+
+    path: Path
+    kid: str | None = None
+    not_after: AwareDatetime | None = None
+
+
+def as_key_files(value: object) -> object:
+    """Plain paths in a ``public_keys`` list stand for ``{path: ...}``."""
+    if not isinstance(value, list):
+        return value
+    return [{"path": v} if isinstance(v, str | Path) else v for v in value]
+
+
+class Secret(_Frozen):
+    """A shared secret given inline or as a file, with an id and an expiry."""
+
+    value: SecretStr | None = None
+    file: Path | None = None
+    id: str | None = Field(default=None, description="names the secret in logs and metrics; `kid` for JWT")
+    not_after: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.value is None) == (self.file is None):
+            msg = "give exactly one of value or file"
+            raise ValueError(msg)
+        return self
+
+    def secret(self) -> SecretStr:
+        if self.file is not None:
+            return read_secret(self.file)
+        if self.value is None:  # the validator guarantees one of the two
+            msg = "give exactly one of value or file"
+            raise ValueError(msg)
+        return self.value
 
 
 def _instant(value: datetime | None) -> float | None:

@@ -23,13 +23,14 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from typing import Self
+from typing import Any, Literal, Self
 
-from receiver.auth.material import LiveSecret, first_match, load_secrets
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth.replay import ReplayCache
-from receiver.auth_settings import SoracomBeamAuthSettings
-from receiver.errors import InvalidSignatureError, SignatureExpiredError
+from pydantic import Field
+
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.material import LiveSecret, Secret, first_match, load_secrets
+from receiver.auth.replay_cache import ReplayCache
+from receiver.errors import InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
 
 SIGNATURE_VERSION = "20151001"
 # Each group in signing order; the first group with a header present is the one signed.
@@ -55,6 +56,14 @@ _TIMESTAMP = re.compile(r"[0-9]{1,16}")
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 
+class SoracomBeamAuthSettings(MethodSettings):
+    """Soracom Beam's ``X-Soracom-Signature`` (version 20151001) with pre-shared keys."""
+
+    type: Literal["soracom_beam"]
+    keys: list[Secret] = Field(min_length=1, description="the pre-shared key(s) set in Beam")
+    replay_window_seconds: int = Field(default=300, gt=0, description="oldest accepted x-soracom-timestamp")
+
+
 def string_to_sign(identity: Sequence[tuple[str, str]], timestamp: str) -> bytes:
     """The part after the pre-shared key: ``name=value`` pairs, then the timestamp."""
     pairs = [*identity, ("x-soracom-timestamp", timestamp)]
@@ -64,17 +73,22 @@ def string_to_sign(identity: Sequence[tuple[str, str]], timestamp: str) -> bytes
 class SoracomBeamVerifier:
     """Verifies ``x-soracom-signature`` for one source; several keys may be live at once."""
 
+    method = "soracom_beam"
     challenge: str | None = None
+    credential_headers = frozenset({"x-soracom-signature"})
 
-    def __init__(self, method: str, keys: Sequence[LiveSecret], window_seconds: int) -> None:
-        self.method = method
+    def __init__(self, keys: Sequence[LiveSecret], window_seconds: int) -> None:
         self._keys = list(keys)
         self._window = window_seconds
         self._seen = ReplayCache()
 
     @classmethod
-    def from_settings(cls, settings: SoracomBeamAuthSettings) -> Self:
-        return cls(settings.type, load_secrets(settings.keys, "keys"), settings.replay_window_seconds)
+    def from_settings(cls, settings: SoracomBeamAuthSettings, default_subject: str | None = None) -> Self:
+        del default_subject
+        return cls(load_secrets(settings.keys, "keys"), settings.replay_window_seconds)
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        return self.method, {"type": "apiKey", "in": "header", "name": "X-Soracom-Signature"}
 
     def carries(self, credentials: Credentials) -> bool:
         return any(credentials.header(n) is not None for n in ("x-soracom-signature", "x-soracom-signature-version"))
@@ -146,3 +160,12 @@ def _identity(credentials: Credentials) -> list[tuple[str, str]]:
         return identity
     msg = "no x-soracom-imsi, -imei, -msisdn or -sim-id header; enable at least one identity header in Beam"
     raise InvalidSignatureError(msg)
+
+
+METHOD = Method(
+    name=SoracomBeamVerifier.method,
+    settings=SoracomBeamAuthSettings,
+    build=SoracomBeamVerifier.from_settings,
+    codes=frozenset({InvalidSignatureError, SignatureExpiredError, ReplayedRequestError}),
+    credential_headers=SoracomBeamVerifier.credential_headers,
+)

@@ -24,18 +24,25 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.types import Options
+from pydantic import Field, field_validator
 
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
 from receiver.auth.jwt import SIGNATURE_ONLY, numeric_claim
-from receiver.auth.material import LiveKey, load_public_keys
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth.replay import ReplayCache
-from receiver.auth_settings import SoracomFunkAuthSettings
-from receiver.errors import ConfigError, InvalidTokenError, TokenExpiredError, TokenNotYetValidError, TokenTooOldError
+from receiver.auth.material import KeyFile, LiveKey, as_key_files, load_public_keys
+from receiver.auth.replay_cache import ReplayCache
+from receiver.errors import (
+    ConfigError,
+    InvalidTokenError,
+    ReplayedRequestError,
+    TokenExpiredError,
+    TokenNotYetValidError,
+    TokenTooOldError,
+)
 
 log = logging.getLogger("receiver.auth")
 
@@ -46,16 +53,34 @@ _MIN_RSA_BITS = 2048
 _SIGNATURE_ONLY: Options = {**SIGNATURE_ONLY, "enforce_minimum_key_length": True}
 # The principal's name: the most specific device identity in `ctx`.
 _NAME_CLAIMS = ("imsi", "simId", "resourceId", "imei")
+# What the token proves of the device, as the identity headers Beam would have added.
+_PROVEN_HEADERS = {"imsi": "x-soracom-imsi", "simId": "x-soracom-sim-id", "imei": "x-soracom-imei"}
+
+
+class SoracomFunkAuthSettings(MethodSettings):
+    """Soracom Funk's ``x-soracom-token``: an RS256 JWT whose ``kid`` picks the public key."""
+
+    type: Literal["soracom_funk"]
+    public_keys: list[KeyFile] = Field(min_length=1, description="Soracom's signing keys, each with its kid")
+    issuer: str = "https://soracom.io"
+    operator_id: str = Field(
+        min_length=1, description="your Soracom operator id; tokens must carry it as `ctx.operatorId`"
+    )
+    max_age_seconds: int = Field(default=300, gt=0, description="oldest accepted `iat` (Funk signs each request)")
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    _paths = field_validator("public_keys", mode="before")(as_key_files)
 
 
 class SoracomFunkVerifier:
     """Verifies ``x-soracom-token`` for one source."""
 
+    method = "soracom_funk"
     challenge: str | None = None
+    credential_headers = frozenset({"x-soracom-token"})
 
-    def __init__(  # noqa: PLR0913 - keyword-only; from_settings is the usual way in
+    def __init__(
         self,
-        method: str,
         keys: Sequence[LiveKey],
         *,
         issuer: str,
@@ -63,7 +88,6 @@ class SoracomFunkVerifier:
         leeway_seconds: int,
         max_age_seconds: int = 300,
     ) -> None:
-        self.method = method
         self._keys = list(keys)
         self._issuer = issuer
         self._operator_id = operator_id
@@ -73,7 +97,8 @@ class SoracomFunkVerifier:
         self._decoder = jwt.PyJWT()
 
     @classmethod
-    def from_settings(cls, settings: SoracomFunkAuthSettings) -> Self:
+    def from_settings(cls, settings: SoracomFunkAuthSettings, default_subject: str | None = None) -> Self:
+        del default_subject
         keys = load_public_keys(settings.public_keys)
         problems = [
             f"public_keys.{index}: {spec.path} is not an RSA key of {_MIN_RSA_BITS} bits or more (Funk signs RS256)"
@@ -83,13 +108,15 @@ class SoracomFunkVerifier:
         if problems:
             raise ConfigError(problems)
         return cls(
-            settings.type,
             keys,
             issuer=settings.issuer,
             operator_id=settings.operator_id,
             leeway_seconds=settings.leeway_seconds,
             max_age_seconds=settings.max_age_seconds,
         )
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        return self.method, {"type": "apiKey", "in": "header", "name": "X-Soracom-Token"}
 
     def carries(self, credentials: Credentials) -> bool:
         return credentials.header("x-soracom-token") is not None
@@ -104,7 +131,8 @@ class SoracomFunkVerifier:
         context: Mapping[str, Any] = ctx if isinstance(ctx, Mapping) else {}
         name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
         accept = self._refuse_replay(claims, credentials.now)
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, accept=accept)
+        proven = {header: str(context[claim]) for claim, header in _PROVEN_HEADERS.items() if context.get(claim)}
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, accept=accept)
 
     def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
         """A token's ``jti`` is accepted once, for as long as its ``iat`` keeps it acceptable."""
@@ -171,3 +199,14 @@ class SoracomFunkVerifier:
         if now - iat > self._max_age + self._leeway:
             msg = f"the x-soracom-token was issued more than {self._max_age} s ago; send a fresh request"
             raise TokenTooOldError(msg)
+
+
+METHOD = Method(
+    name=SoracomFunkVerifier.method,
+    settings=SoracomFunkAuthSettings,
+    build=SoracomFunkVerifier.from_settings,
+    codes=frozenset(
+        {InvalidTokenError, TokenExpiredError, TokenNotYetValidError, TokenTooOldError, ReplayedRequestError}
+    ),
+    credential_headers=SoracomFunkVerifier.credential_headers,
+)

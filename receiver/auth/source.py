@@ -1,66 +1,67 @@
-"""One source's authentication: its verifiers, the one chosen by the credential a request carries."""
+"""One source's authentication and authorization: its verifiers, roles and group rule.
+
+The verifier is chosen by the credential a request carries; a request never falls
+through from one method to another. Authorization (the roles a source requires, the
+device groups a token may post for) belongs here too, with the proof it reads.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-from receiver.auth.basic import BasicVerifier
-from receiver.auth.bearer import BearerVerifier
-from receiver.auth.hmac_signature import HmacVerifier
-from receiver.auth.jwt import JwtVerifier
-from receiver.auth.principal import Credentials, Expiry, Principal, Verifier
-from receiver.auth.soracom_beam import SoracomBeamVerifier
-from receiver.auth.soracom_funk import SoracomFunkVerifier
-from receiver.auth.standard_webhooks import StandardWebhooksVerifier
-from receiver.auth_settings import (
-    BasicAuthSettings,
-    BearerAuthSettings,
-    HmacAuthSettings,
-    JwtAuthSettings,
-    SoracomBeamAuthSettings,
-    SoracomFunkAuthSettings,
-    StandardWebhooksAuthSettings,
-)
-from receiver.errors import AuthError, AuthRequiredError, ConfigError
-from receiver.settings import SourceSettings
-
-Builder = Callable[[Any, str | None], Verifier]
-
-BUILDERS: dict[type[Any], Builder] = {
-    JwtAuthSettings: JwtVerifier.from_settings,
-    BearerAuthSettings: lambda s, _domain: BearerVerifier.from_settings(s),
-    BasicAuthSettings: lambda s, _domain: BasicVerifier.from_settings(s),
-    SoracomBeamAuthSettings: lambda s, _domain: SoracomBeamVerifier.from_settings(s),
-    SoracomFunkAuthSettings: lambda s, _domain: SoracomFunkVerifier.from_settings(s),
-    StandardWebhooksAuthSettings: lambda s, _domain: StandardWebhooksVerifier.from_settings(s),
-    HmacAuthSettings: lambda s, _domain: HmacVerifier.from_settings(s),
-}
+from receiver.auth.base import Credentials, Expiry, MethodSettings, Principal, Verifier
+from receiver.auth.methods import CREDENTIAL_HEADERS, METHODS
+from receiver.errors import AuthError, AuthRequiredError, ConfigError, ForbiddenError
 
 
 class SourceAuth:
     """Authenticates requests for one source with the verifiers it was configured with."""
 
-    def __init__(self, verifiers: Sequence[Verifier]) -> None:
-        self._verifiers = list(verifiers)
-        self._challenges = [v.challenge for v in self._verifiers if v.challenge]
+    def __init__(
+        self,
+        verifiers: Sequence[Verifier],
+        *,
+        require_roles: Iterable[str] = (),
+        restrict_to_token_groups: bool = False,
+    ) -> None:
+        self.verifiers = tuple(verifiers)
+        self._challenges = [v.challenge for v in self.verifiers if v.challenge]
+        self._roles = frozenset(require_roles)
+        self._restrict_groups = restrict_to_token_groups
+        self.credential_headers = CREDENTIAL_HEADERS.union(*(v.credential_headers for v in self.verifiers))
 
     def authenticate(self, credentials: Credentials) -> Principal:
         """The credential the request carries decides the one method tried: no falling through."""
         verifier = self._choose(credentials)
         if verifier is None:
-            accepted = ", ".join(sorted({v.method for v in self._verifiers}))
+            accepted = ", ".join(sorted({v.method for v in self.verifiers}))
             msg = f"this source needs credentials; it accepts: {accepted}"
             raise AuthRequiredError(msg, self._challenges)
         try:
-            return verifier.verify(credentials)
+            principal: Principal = verifier.verify(credentials)
         except AuthError as exc:
             if verifier.challenge and type(exc).challenge == AuthError.challenge:
                 exc.challenge = verifier.challenge
             raise
+        return principal
+
+    def authorize(self, principal: Principal) -> None:
+        """The credential must carry every role this source requires."""
+        missing = sorted(self._roles - principal.roles)
+        if missing:
+            msg = f"the credential lacks the role(s) {', '.join(missing)} this source requires"
+            raise ForbiddenError(msg)
+
+    def authorize_groups(self, principal: Principal, groups: Iterable[str | None]) -> None:
+        """With ``restrict_to_token_groups``, every message's device group must be one the token carries."""
+        if not self._restrict_groups:
+            return
+        for group in groups:
+            if group is None or principal.groups is None or group not in principal.groups:
+                raise ForbiddenError("the message's device group is not one of the groups the credential carries")
 
     def _choose(self, credentials: Credentials) -> Verifier | None:
-        candidates = [v for v in self._verifiers if v.carries(credentials)]
+        candidates = [v for v in self.verifiers if v.carries(credentials)]
         if len(candidates) > 1:
             # JWTs and static tokens share the Bearer scheme: a JWT-shaped token goes to
             # the JWT verifier, anything else to the static tokens.
@@ -70,23 +71,29 @@ class SourceAuth:
         return candidates[0] if candidates else None
 
     def expiries(self) -> Iterable[Expiry]:
-        for verifier in self._verifiers:
+        for verifier in self.verifiers:
             yield from verifier.expiries()
 
 
-def build_source_auth(settings: SourceSettings) -> SourceAuth:
+def build_source_auth(
+    methods: Sequence[MethodSettings],
+    *,
+    default_subject: str | None = None,
+    require_roles: Iterable[str] = (),
+    restrict_to_token_groups: bool = False,
+) -> SourceAuth:
     """Build the verifiers of a source, parsing keys and reading secrets now, once."""
     verifiers: list[Verifier] = []
     problems: list[str] = []
-    for index, method in enumerate(settings.auth):
+    for index, settings in enumerate(methods):
         try:
-            verifiers.append(BUILDERS[type(method)](method, settings.domain))
+            verifiers.append(METHODS[settings.type].build(settings, default_subject))
         except ConfigError as exc:
             problems.extend(f"auth.{index}.{p}" for p in exc.problems)
-    methods = [v.method for v in verifiers]
-    duplicates = sorted({m for m in methods if methods.count(m) > 1})
+    names = [v.method for v in verifiers]
+    duplicates = sorted({m for m in names if names.count(m) > 1})
     if duplicates:
         problems.append(f"auth: each method at most once per source; {', '.join(duplicates)} is repeated")
     if problems:
         raise ConfigError(problems)
-    return SourceAuth(verifiers)
+    return SourceAuth(verifiers, require_roles=require_roles, restrict_to_token_groups=restrict_to_token_groups)

@@ -19,17 +19,26 @@ import re
 from base64 import b64decode
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Self
+from typing import Any, Literal, Self
 
-from receiver.auth.material import LiveSecret, first_match, load_secrets
-from receiver.auth.principal import Credentials, Expiry, Principal
-from receiver.auth.replay import ReplayCache
-from receiver.auth_settings import StandardWebhooksAuthSettings
-from receiver.errors import ConfigError, InvalidSignatureError, SignatureExpiredError
+from pydantic import Field
+
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.material import LiveSecret, Secret, first_match, load_secrets
+from receiver.auth.replay_cache import ReplayCache
+from receiver.errors import ConfigError, InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
 
 SECRET_PREFIX = b"whsec_"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE_SIZE = 32
+
+
+class StandardWebhooksAuthSettings(MethodSettings):
+    """Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature`` (v1, HMAC-SHA256)."""
+
+    type: Literal["standard_webhooks"]
+    secrets: list[Secret] = Field(min_length=1, description="`whsec_...` secrets")
+    tolerance_seconds: int = Field(default=300, gt=0)
 
 
 def decode_secret(value: bytes) -> bytes:
@@ -44,20 +53,25 @@ def decode_secret(value: bytes) -> bytes:
 class StandardWebhooksVerifier:
     """Verifies ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` for one source."""
 
+    method = "standard_webhooks"
     challenge: str | None = None
+    credential_headers = frozenset({"webhook-signature"})
 
-    def __init__(self, method: str, keys: Sequence[LiveSecret], tolerance_seconds: int) -> None:
+    def __init__(self, keys: Sequence[LiveSecret], tolerance_seconds: int) -> None:
         """``keys`` hold the decoded HMAC keys, not the ``whsec_`` strings."""
-        self.method = method
         self._keys = list(keys)
         self._tolerance = tolerance_seconds
         self._seen = ReplayCache()
 
     @classmethod
-    def from_settings(cls, settings: StandardWebhooksAuthSettings) -> Self:
+    def from_settings(cls, settings: StandardWebhooksAuthSettings, default_subject: str | None = None) -> Self:
+        del default_subject
         secrets = load_secrets(settings.secrets)
         keys = [replace(secret, value=_decoded(secret, index)) for index, secret in enumerate(secrets)]
-        return cls(settings.type, keys, settings.tolerance_seconds)
+        return cls(keys, settings.tolerance_seconds)
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        return self.method, {"type": "apiKey", "in": "header", "name": "webhook-signature"}
 
     def carries(self, credentials: Credentials) -> bool:
         names = ("webhook-signature", "webhook-id", "webhook-timestamp")
@@ -136,3 +150,12 @@ def _v1_signatures(header: str) -> list[bytes]:
     if not signatures:
         raise InvalidSignatureError("the webhook-signature header has no v1 signature; HMAC-SHA256 is required")
     return signatures
+
+
+METHOD = Method(
+    name=StandardWebhooksVerifier.method,
+    settings=StandardWebhooksAuthSettings,
+    build=StandardWebhooksVerifier.from_settings,
+    codes=frozenset({InvalidSignatureError, SignatureExpiredError, ReplayedRequestError}),
+    credential_headers=StandardWebhooksVerifier.credential_headers,
+)

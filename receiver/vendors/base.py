@@ -1,37 +1,63 @@
-"""What every vendor module offers, and the one vocabulary device facts are normalized into.
+"""What a vendor is, the defaults of a JSON vendor, and the one vocabulary device facts go into.
 
-A vendor module (``iotcomms``, ``tracker``, ``sigfox``, ``soracom`` ...) defines:
+A vendor is one module under ``receiver/vendors/`` holding its options model (the keys
+a source of its ``kind`` may set beside the common ones), its payload models and one
+class derived from ``JsonVendor``. The class declares its ``kind``, ``type_prefix``,
+``media_types`` and ``events`` (callback name -> pydantic model) and overrides what it
+does differently:
 
-* ``KIND``, ``TYPE_PREFIX``, ``MEDIA_TYPES``, ``EVENTS`` (callback name -> pydantic model);
-* ``decode(event, inbound) -> object | None``: the object to validate, built from the
-  request (form fields, query string, vendor headers); ``None`` means "validate the raw
-  JSON body as it is", the fast path;
-* ``event_data(payload)``, ``subject(payload, domain)``, ``event_time(payload)``,
-  ``group(payload)``: what the envelope needs;
-* ``reading(payload) -> Reading | None``: the device facts in the one vocabulary;
-* ``answer(event, payload, options) -> Answer | None``: a synchronous answer the vendor
-  expects in the HTTP response (a Sigfox downlink, an iotcomms action), or ``None``.
+* ``decode``: its batch rule. A body (JSON object or array, form, query string) becomes
+  the list of message objects to validate, each then checked exactly like a single
+  message; ``None`` means "one message, the raw JSON body as it is" (the fast path).
+  Identity a credential proved (``Principal.proven``) is mapped here, by the vendor.
+* ``check``: field errors beyond the model's;
+* ``data``, ``subject``, ``time``, ``group``: what the envelope needs;
+* ``reading``: the device facts in the one vocabulary;
+* ``answer``: a synchronous answer the vendor expects (a Sigfox downlink), or ``None``;
+* ``credential_subject``: the subject a credential must name by default (a domain).
+
+``vendors/__init__.py`` lists the vendors; nothing outside ``receiver/vendors/`` names one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from receiver.errors import InvalidPayloadError, UnknownEventError
+
+FieldErrors = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """The request as a vendor module may see it: no credentials, body not yet parsed."""
+    """The request as a vendor may see it: no credentials, body not yet parsed."""
 
     body: bytes
     media_type: str  # lower case, without parameters
     charset: str = "utf-8"
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names; credentials removed
+    proven: Mapping[str, str] | None = None  # identity the credential proved (``Principal.proven``)
+
+
+class Decoded(NamedTuple):
+    """The message objects of one body, and whether the body was a batch (ids get an index)."""
+
+    items: Sequence[Any]
+    batch: bool
+
+
+class Parsed(NamedTuple):
+    """Validated messages; ``batch`` when the body was a batch, even of one."""
+
+    messages: Sequence[BaseModel]
+    batch: bool
 
 
 class Position(BaseModel):
@@ -66,16 +92,198 @@ class Answer:
     body: Any = None
 
 
-def no_answer(event: str, payload: Any, options: Mapping[str, Any]) -> Answer | None:
-    del event, payload, options
-    return None
+class VendorOptions(BaseModel):
+    """The keys a vendor adds to its sources' settings; none by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def no_reading(payload: Any) -> Reading | None:
-    del payload
-    return None
+class Vendor(Protocol):
+    """One source's vendor, bound to the source's options: what the pipeline asks of it."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def type_prefix(self) -> str:
+        """CloudEvents ``type`` = prefix + event name."""
+        ...
+
+    @property
+    def media_types(self) -> frozenset[str]:
+        """The media types it posts; "" stands for a GET query string."""
+        ...
+
+    @property
+    def events(self) -> Mapping[str, type[BaseModel]]: ...
+
+    @property
+    def credential_subject(self) -> str | None: ...
+
+    def model_for(self, event: str) -> type[BaseModel]: ...
+
+    def parse(self, event: str, inbound: Inbound) -> Parsed: ...
+
+    def data(self, payload: Any) -> Any: ...
+
+    def subject(self, payload: Any) -> str: ...
+
+    def time(self, payload: Any) -> float | None: ...
+
+    def group(self, payload: Any) -> str | None: ...
+
+    def reading(self, payload: Any) -> Reading | None: ...
+
+    def answer(self, event: str, payload: Any) -> Answer | None: ...
 
 
-def raw_json(event: str, inbound: Inbound) -> Any:
-    del event, inbound
-    return None
+class JsonVendor:
+    """The defaults: JSON bodies, an array is a batch of messages, no device facts, no answer."""
+
+    kind: ClassVar[str]
+    type_prefix: ClassVar[str]
+    media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    events: ClassVar[Mapping[str, type[BaseModel]]]
+    Options: ClassVar[type[VendorOptions]] = VendorOptions
+
+    def __init__(self, options: Any) -> None:
+        self.options: VendorOptions = options
+
+    @classmethod
+    def from_options(cls, options: Any) -> Self:
+        """The vendor bound to one source's options; raise ``ValueError`` for a config problem."""
+        return cls(options)
+
+    @property
+    def credential_subject(self) -> str | None:
+        return None
+
+    def model_for(self, event: str) -> type[BaseModel]:
+        model = self.events.get(event)
+        if model is None:
+            known = ", ".join(sorted(self.events))
+            msg = f"{self.kind} has no callback named {event!r}; known callbacks: {known}"
+            raise UnknownEventError(msg)
+        return model
+
+    def parse(self, event: str, inbound: Inbound) -> Parsed:
+        """Every message of the body validated and checked, or one 422 naming each bad field."""
+        model = self.model_for(event)
+        decoded = self.decode(event, inbound)
+        if decoded is None:
+            return Parsed([self._checked(event, validate_json(model, inbound, event))], batch=False)
+        if decoded.batch and not decoded.items:
+            msg = "a batch must be a non-empty JSON array"
+            raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "empty", "msg": msg}])
+        messages: list[BaseModel] = []
+        errors: FieldErrors = []
+        for index, item in enumerate(decoded.items):
+            try:
+                message = model.model_validate(item)
+            except ValidationError as exc:
+                found = field_errors(exc)
+            else:
+                found = self.check(message)
+                messages.append(message)
+            errors.extend({"index": index, **e} if decoded.batch else e for e in found)
+        if errors:
+            raise _refusal(event, errors, len(decoded.items) if decoded.batch else None)
+        return Parsed(messages, decoded.batch)
+
+    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
+        """A JSON array is a batch, each item one message; anything else takes the fast path."""
+        del event
+        if inbound.body.lstrip()[:1] != b"[":
+            return None
+        items = load_json(inbound)
+        if not isinstance(items, list):  # pragma: no cover - a body starting with "[" that parses is a list
+            msg = "the body is not a JSON array"
+            raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}])
+        return Decoded(items, batch=True)
+
+    def check(self, payload: Any) -> FieldErrors:
+        del payload
+        return []
+
+    def data(self, payload: Any) -> Any:
+        """The event's ``data``: the payload with the vendor's own field names, unknown ones kept."""
+        dumped: Any = payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return dumped
+
+    def subject(self, payload: Any) -> str:
+        del payload
+        return ""
+
+    def time(self, payload: Any) -> float | None:
+        """Unix seconds; ``None``: the receive time stands in."""
+        del payload
+        return None
+
+    def group(self, payload: Any) -> str | None:
+        del payload
+        return None
+
+    def reading(self, payload: Any) -> Reading | None:
+        del payload
+        return None
+
+    def answer(self, event: str, payload: Any) -> Answer | None:
+        del event, payload
+        return None
+
+    def _checked(self, event: str, message: BaseModel) -> BaseModel:
+        errors = self.check(message)
+        if errors:
+            raise _refusal(event, errors, None)
+        return message
+
+
+def field_errors(exc: ValidationError) -> FieldErrors:
+    """Pydantic's errors as ``{"loc", "type", "msg"}``, never echoing the input values."""
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]) or "(body)", "type": e["type"], "msg": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def validate_json(model: type[BaseModel], inbound: Inbound, event: str) -> BaseModel:
+    """Parse and validate a JSON body in one pass (pydantic-core), the fast path."""
+    body = inbound.body
+    try:
+        if inbound.charset not in ("utf-8", "utf8"):
+            body = body.decode(inbound.charset).encode()
+        return model.model_validate_json(body)
+    except UnicodeDecodeError as exc:
+        msg = f"the body is not valid {inbound.charset}"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
+    except ValidationError as exc:
+        raise _refusal(event, field_errors(exc), None) from exc
+
+
+def load_json(inbound: Inbound) -> Any:
+    """The body as Python objects; ``NaN`` and ``Infinity`` are not JSON and are refused."""
+    try:
+        return json.loads(inbound.body.decode(inbound.charset), parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        msg = f"the body is not valid {inbound.charset}"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
+    except ValueError as exc:
+        msg = "the body is not valid JSON"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}]) from exc
+
+
+def _no_constant(name: str) -> Any:
+    msg = f"{name} is not a JSON number"
+    raise ValueError(msg)
+
+
+def _refusal(event: str, errors: FieldErrors, batch_size: int | None) -> InvalidPayloadError:
+    if any(e["type"] == "json_invalid" for e in errors):
+        return InvalidPayloadError("the body is not valid JSON", errors)
+    if batch_size is not None:
+        bad = sorted({e["index"] for e in errors})
+        indexes = ", ".join(map(str, bad))
+        msg = f"{len(bad)} of {batch_size} batch items are invalid (indexes {indexes}); none was published"
+        return InvalidPayloadError(msg, errors)
+    msg = f"the body does not match the {event} schema: " + ", ".join(e["loc"] for e in errors)
+    return InvalidPayloadError(msg, errors)

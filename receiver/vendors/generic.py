@@ -9,7 +9,7 @@ says by default. A ``$ref`` must point inside the schema (``#/$defs/...``) and i
 checked at load: nothing is ever fetched, and no request can fail on a missing one.
 
 Where the device id, the time and the group sit in the body differs by vendor, so
-``GenericOptions`` names them with JSON Pointers (RFC 6901). The time is Unix seconds
+``GenericSettings`` names them with JSON Pointers (RFC 6901). The time is Unix seconds
 or an RFC 3339 string with an offset.
 """
 
@@ -18,18 +18,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as SchemaValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from receiver.vendors.base import Reading, no_answer, raw_json
+from receiver.vendors.base import FieldErrors, JsonVendor, Reading, VendorOptions
 
 _MISSING = object()
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # an array index: no leading zeros (RFC 6901)
@@ -40,15 +39,6 @@ class GenericMessage(BaseModel):
     """Any JSON object; what it must hold is the source's JSON Schema's business."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-
-KIND = "generic"
-TYPE_PREFIX = "io.receiver.generic."
-MEDIA_TYPES = frozenset({"application/json"})
-EVENTS: dict[str, type[GenericMessage]] = {"message": GenericMessage}
-
-decode = raw_json
-answer = no_answer
 
 
 class SchemaValidator:
@@ -89,26 +79,67 @@ class SchemaValidator:
         return errors
 
 
-@dataclass(frozen=True, slots=True)
-class GenericOptions:
-    """Where the device id, the time and the group are in a source's bodies (JSON Pointers)."""
+class GenericSettings(BaseModel):
+    """``generic`` of a generic source: the JSON Schema its bodies must satisfy, and where the facts are."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_file: Path
     device_id_pointer: str = "/deviceId"
     time_pointer: str | None = None
     group_pointer: str | None = None
 
-    def __post_init__(self) -> None:
-        for pointer in (self.device_id_pointer, self.time_pointer, self.group_pointer):
-            if pointer is not None and pointer and not pointer.startswith("/"):
-                msg = f"{pointer[:40]!r} is not a JSON Pointer; write it like /device/id"
-                raise ValueError(msg)
+    @field_validator("device_id_pointer", "time_pointer", "group_pointer")
+    @classmethod
+    def _is_pointer(cls, pointer: str | None) -> str | None:
+        if pointer and not pointer.startswith("/"):
+            msg = f"{pointer[:40]!r} is not a JSON Pointer; write it like /device/id"
+            raise ValueError(msg)
+        return pointer
 
 
-def event_data(payload: GenericMessage) -> dict[str, Any]:
-    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+class GenericOptions(VendorOptions):
+    generic: GenericSettings
 
 
-def pointer_errors(obj: Any, options: GenericOptions) -> list[dict[str, str]]:
+class Generic(JsonVendor):
+    """A source's own JSON Schema and pointers, bound once at startup."""
+
+    kind = "generic"
+    type_prefix = "io.receiver.generic."
+    events = {"message": GenericMessage}
+    Options = GenericOptions
+
+    def __init__(self, options: GenericOptions, schema: SchemaValidator | None = None) -> None:
+        super().__init__(options)
+        self.spec = options.generic
+        self.schema = schema
+
+    @classmethod
+    def from_options(cls, options: GenericOptions) -> Self:
+        return cls(options, SchemaValidator.from_file(options.generic.schema_file))
+
+    def check(self, payload: GenericMessage) -> FieldErrors:
+        """The schema's errors, then what the pointers cannot read."""
+        obj = self.data(payload)
+        errors: FieldErrors = self.schema.validate(obj) if self.schema is not None else []
+        errors.extend(pointer_errors(obj, self.spec))
+        return errors
+
+    def subject(self, payload: GenericMessage) -> str:
+        return subject(self.data(payload), self.spec)
+
+    def time(self, payload: GenericMessage) -> float | None:
+        return event_time(self.data(payload), self.spec)
+
+    def group(self, payload: GenericMessage) -> str | None:
+        return group(self.data(payload), self.spec)
+
+    def reading(self, payload: GenericMessage) -> Reading | None:
+        return reading(self.data(payload), self.spec)
+
+
+def pointer_errors(obj: Any, options: GenericSettings) -> list[dict[str, str]]:
     """Field errors for a device id or time the pointers cannot read, to refuse the body with."""
     errors = []
     if not subject(obj, options):
@@ -121,7 +152,7 @@ def pointer_errors(obj: Any, options: GenericOptions) -> list[dict[str, str]]:
     return errors
 
 
-def subject(obj: Any, options: GenericOptions) -> str:
+def subject(obj: Any, options: GenericSettings) -> str:
     """The device id at ``device_id_pointer`` as text, or ``""`` when there is none."""
     value = resolve(obj, options.device_id_pointer)
     if isinstance(value, str):
@@ -131,7 +162,7 @@ def subject(obj: Any, options: GenericOptions) -> str:
     return ""
 
 
-def event_time(obj: Any, options: GenericOptions) -> float | None:
+def event_time(obj: Any, options: GenericSettings) -> float | None:
     """The time at ``time_pointer`` as Unix seconds; ``None`` (the receive time) without one."""
     if options.time_pointer is None:
         return None
@@ -139,14 +170,14 @@ def event_time(obj: Any, options: GenericOptions) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def group(obj: Any, options: GenericOptions) -> str | None:
+def group(obj: Any, options: GenericSettings) -> str | None:
     if options.group_pointer is None:
         return None
     value = resolve(obj, options.group_pointer)
     return value if isinstance(value, str) and value else None
 
 
-def reading(obj: Any, options: GenericOptions) -> Reading | None:
+def reading(obj: Any, options: GenericSettings) -> Reading | None:
     """The device, time and group: a schema alone says nothing about units, so no other facts."""
     device = subject(obj, options)
     if not device:

@@ -18,9 +18,9 @@ stay in order on one partition.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from receiver.vendors.base import JsonVendor, VendorOptions
 
 
 class IotcommsCallback(BaseModel):
@@ -43,37 +43,46 @@ class IotcommsMessage(IotcommsCallback):
     reply_id: str = Field(alias="replyId", min_length=1, description="opaque; returned verbatim to reply")
 
 
-KIND = "iotcomms"
-TYPE_PREFIX = "io.iotcomms."
-MEDIA_TYPES = frozenset({"application/json"})
+class IotcommsOptions(VendorOptions):
+    """An iotcomms source names its customer domain: the subject of its events and of its JWTs."""
 
-EVENTS: dict[str, type[IotcommsCallback]] = {
-    "message": IotcommsMessage,
-    "newCall": IotcommsCallback,
-    "getIvrCommand": IotcommsCallback,
-    "callEvent": IotcommsCallback,
-    "callAnswered": IotcommsCallback,
-    "callNotify": IotcommsCallback,
-    "sessionCompleted": IotcommsCallback,
-    "recordingStarted": IotcommsCallback,
-    "recordingStored": IotcommsCallback,
-    "newAlarmbridgeEvent": IotcommsCallback,
-    "alarmEvent": IotcommsCallback,
-}
+    domain: str = Field(
+        min_length=1,
+        description="the customer domain, e.g. customer47.prod-eu-north-1.iotcomms.io; the JWT `sub` must equal it",
+    )
 
 
-def event_data(payload: IotcommsCallback) -> dict[str, Any]:
-    """The event's ``data``: the callback with its original field names, unknown ones kept."""
-    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+class Iotcomms(JsonVendor):
+    kind = "iotcomms"
+    type_prefix = "io.iotcomms."
+    events = {
+        "message": IotcommsMessage,
+        "newCall": IotcommsCallback,
+        "getIvrCommand": IotcommsCallback,
+        "callEvent": IotcommsCallback,
+        "callAnswered": IotcommsCallback,
+        "callNotify": IotcommsCallback,
+        "sessionCompleted": IotcommsCallback,
+        "recordingStarted": IotcommsCallback,
+        "recordingStored": IotcommsCallback,
+        "newAlarmbridgeEvent": IotcommsCallback,
+        "alarmEvent": IotcommsCallback,
+    }
+    Options = IotcommsOptions
 
+    def __init__(self, options: IotcommsOptions) -> None:
+        super().__init__(options)
+        self.domain = options.domain
 
-def subject(payload: IotcommsCallback, domain: str | None) -> str:
-    """The customer's domain: iotcomms callbacks name no device of their own."""
-    del payload
-    return domain or ""
+    @property
+    def credential_subject(self) -> str | None:
+        """Tokens must name the customer's domain (iotcomms signs ``sub`` = domain)."""
+        return self.domain
 
+    def subject(self, payload: IotcommsCallback) -> str:
+        """The customer's domain: iotcomms callbacks name no device of their own.
 
-def event_time(payload: IotcommsCallback) -> float | None:
-    """iotcomms documents no timestamp in its callbacks: the receive time stands in."""
-    del payload
-    return None
+        iotcomms documents no timestamp in its callbacks either: the receive time stands in.
+        """
+        del payload
+        return self.domain

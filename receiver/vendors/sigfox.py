@@ -26,19 +26,16 @@ A ``bidir`` callback with ``ack`` true waits for the downlink in the response:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from receiver.errors import InvalidPayloadError
-from receiver.vendors.base import Answer, Inbound, Position, Reading
+from receiver.vendors.base import Answer, Decoded, Inbound, JsonVendor, Position, Reading, VendorOptions
 
 _DEVICE_ID = r"^[0-9A-Fa-f]{1,8}$"
-_DOWNLINK = re.compile(r"[0-9A-Fa-f]{16}")
 _MAX_FIELDS = 200
 _MILLISECONDS_FROM = 10**11  # Unix seconds reach this in the year 5138
 
@@ -178,114 +175,103 @@ class DeviceEvent(SigfoxCallback):
         return self.device or self.source_id or ""
 
 
-KIND = "sigfox"
-TYPE_PREFIX = "com.sigfox."
-MEDIA_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded", ""})
-EVENTS: dict[str, type[SigfoxCallback]] = {
-    "uplink": Uplink,
-    "bidir": Bidir,
-    "dataAdvanced": DataAdvanced,
-    "status": Status,
-    "error": SigfoxError,
-    "deviceEvent": DeviceEvent,
-}
+DeviceId = Annotated[str, StringConstraints(pattern=_DEVICE_ID)]
+Downlink = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{16}$")]
 
 
-def decode(event: str, inbound: Inbound) -> Any:
-    """Form and query-string callbacks as a dict of strings; JSON takes the fast path."""
-    del event
-    if inbound.media_type == "":
-        return dict(inbound.query)
-    if inbound.media_type != "application/x-www-form-urlencoded":
-        return None
-    text = inbound.body.decode(inbound.charset)
-    try:
-        pairs = parse_qsl(
-            text, keep_blank_values=True, encoding=inbound.charset, errors="strict", max_num_fields=_MAX_FIELDS
-        )
-    except ValueError as exc:
-        if isinstance(exc, UnicodeDecodeError):
-            raise
-        msg = f"the form has more than {_MAX_FIELDS} fields"
-        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "too_many_fields", "msg": msg}]) from exc
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)  # a repeated name keeps its first value, as the query string does
-    return fields
+class SigfoxSettings(BaseModel):
+    """``options`` of a Sigfox source: the downlink each ``bidir`` device gets (8 bytes, hex)."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-def event_data(payload: SigfoxCallback) -> dict[str, Any]:
-    """The event's ``data``: the callback with Sigfox's field names, unknown ones kept."""
-    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-def subject(payload: SigfoxCallback, domain: str | None) -> str:
-    """The device id in upper case, so one device keys one Kafka partition however it was typed."""
-    del domain
-    return payload.device_id.upper()
-
-
-def event_time(payload: SigfoxCallback) -> float | None:
-    return _epoch_seconds(payload.time)
-
-
-def group(payload: SigfoxCallback) -> str | None:
-    return payload.device_type_id
-
-
-def reading(payload: SigfoxCallback) -> Reading | None:
-    """What a device message says about the device; errors and events say nothing of it."""
-    if not isinstance(payload, SigfoxMessage):
-        return None
-    return Reading(
-        device_id=subject(payload, None),
-        time=datetime.fromtimestamp(_epoch_seconds(payload.time), UTC),
-        position=_position(payload),
-        temperature_c=payload.temp if isinstance(payload, Status) else None,
-        rssi_dbm=_best(payload, "rssi"),
-        snr_db=_best(payload, "snr"),
-        sequence=payload.seq_number,
-        group=payload.device_type_id,
+    downlinks: dict[DeviceId, Downlink] = Field(
+        default_factory=dict, description="device id (1-8 hex) -> exactly 16 hex characters"
     )
 
-
-def answer(event: str, payload: Any, options: Mapping[str, Any]) -> Answer | None:
-    """A ``bidir`` callback with ``ack`` gets its configured downlink (200) or none (204)."""
-    if event != "bidir" or not isinstance(payload, Bidir) or not payload.ack:
-        return None
-    data = downlink_for(payload.device, options)
-    if data is None:
-        return Answer(204)
-    return Answer(200, {payload.device: {"downlinkData": data}})
+    @field_validator("downlinks")
+    @classmethod
+    def _upper_case(cls, value: dict[str, str]) -> dict[str, str]:
+        """Device ids match case-insensitively: kept in upper case, as the backend shows them."""
+        return {device.upper(): data for device, data in value.items()}
 
 
-def downlink_for(device: str, options: Mapping[str, Any]) -> str | None:
-    """The 8-byte downlink configured for a device (``options["downlinks"]``), matched case-insensitively."""
-    wanted = device.upper()
-    for name, data in _downlinks(options).items():
-        if str(name).upper() == wanted:
-            if not isinstance(data, str) or not _DOWNLINK.fullmatch(data):
-                msg = f"the downlink for Sigfox device {wanted} must be exactly 16 hex characters (8 bytes)"
-                raise ValueError(msg)
-            return data
-    return None
+class SigfoxOptions(VendorOptions):
+    options: SigfoxSettings = SigfoxSettings()
 
 
-def check_options(options: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` at startup when a configured downlink or its device id is malformed."""
-    for device in _downlinks(options):
-        if not re.fullmatch(_DEVICE_ID, str(device)):
-            msg = f"sigfox downlinks: {str(device)[:40]!r} is not a device id (1-8 hex characters)"
-            raise ValueError(msg)
-        downlink_for(str(device), options)
+class Sigfox(JsonVendor):
+    kind = "sigfox"
+    type_prefix = "com.sigfox."
+    media_types = frozenset({"application/json", "application/x-www-form-urlencoded", ""})
+    events = {
+        "uplink": Uplink,
+        "bidir": Bidir,
+        "dataAdvanced": DataAdvanced,
+        "status": Status,
+        "error": SigfoxError,
+        "deviceEvent": DeviceEvent,
+    }
+    Options = SigfoxOptions
 
+    def __init__(self, options: SigfoxOptions) -> None:
+        super().__init__(options)
+        self.downlinks = options.options.downlinks
 
-def _downlinks(options: Mapping[str, Any]) -> Mapping[Any, Any]:
-    downlinks = options.get("downlinks") or {}
-    if not isinstance(downlinks, Mapping):
-        msg = "sigfox option 'downlinks' must map device ids to 16 hex characters"
-        raise ValueError(msg)  # noqa: TRY004 - settings validators report ValueError as a config problem
-    return downlinks
+    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
+        """Form and query-string callbacks are one message of strings; JSON as any vendor's."""
+        if inbound.media_type == "":
+            return Decoded([dict(inbound.query)], batch=False)
+        if inbound.media_type != "application/x-www-form-urlencoded":
+            return super().decode(event, inbound)
+        try:
+            text = inbound.body.decode(inbound.charset)
+            pairs = parse_qsl(
+                text, keep_blank_values=True, encoding=inbound.charset, errors="strict", max_num_fields=_MAX_FIELDS
+            )
+        except UnicodeDecodeError as exc:
+            msg = f"the body is not valid {inbound.charset}"
+            raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
+        except ValueError as exc:
+            msg = f"the form has more than {_MAX_FIELDS} fields"
+            raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "too_many_fields", "msg": msg}]) from exc
+        fields: dict[str, str] = {}
+        for name, value in pairs:
+            fields.setdefault(name, value)  # a repeated name keeps its first value, as the query string does
+        return Decoded([fields], batch=False)
+
+    def subject(self, payload: SigfoxCallback) -> str:
+        """The device id in upper case, so one device keys one Kafka partition however it was typed."""
+        return payload.device_id.upper()
+
+    def time(self, payload: SigfoxCallback) -> float | None:
+        return _epoch_seconds(payload.time)
+
+    def group(self, payload: SigfoxCallback) -> str | None:
+        return payload.device_type_id
+
+    def reading(self, payload: SigfoxCallback) -> Reading | None:
+        """What a device message says about the device; errors and events say nothing of it."""
+        if not isinstance(payload, SigfoxMessage):
+            return None
+        return Reading(
+            device_id=self.subject(payload),
+            time=datetime.fromtimestamp(_epoch_seconds(payload.time), UTC),
+            position=_position(payload),
+            temperature_c=payload.temp if isinstance(payload, Status) else None,
+            rssi_dbm=_best(payload, "rssi"),
+            snr_db=_best(payload, "snr"),
+            sequence=payload.seq_number,
+            group=payload.device_type_id,
+        )
+
+    def answer(self, event: str, payload: Any) -> Answer | None:
+        """A ``bidir`` callback with ``ack`` gets its configured downlink (200) or none (204)."""
+        if event != "bidir" or not isinstance(payload, Bidir) or not payload.ack:
+            return None
+        data = self.downlinks.get(payload.device.upper())
+        if data is None:
+            return Answer(204)
+        return Answer(200, {payload.device: {"downlinkData": data}})
 
 
 def _epoch_seconds(value: int) -> float:

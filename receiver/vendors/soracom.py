@@ -5,7 +5,9 @@ Beam forwards a device's request and adds identity headers (``x-soracom-imsi``,
 Inventory devices; ``x-soracom-timestamp`` in Unix milliseconds), which the source's
 auth verifies. ``decode`` merges them into the payload under ``soracom`` (camelCase
 keys: ``imsi``, ``imei``, ``simId``, ``msisdn``, ``deviceId``, ``sigfoxDeviceId``,
-``loraDeviceId``, ``operatorId``, ``timestamp``), so the event keeps who sent it:
+``loraDeviceId``, ``operatorId``, ``timestamp``), so the event keeps who sent it. Where
+the credential itself proves the device (Funk's token), only what it proves counts and
+identity headers the client sent are ignored:
 
 * ``beam`` and ``funk``: ``{"soracom": {...}, "body": <the device's JSON>}``;
 * ``udp`` and ``tcp``: Beam's ``{"payload": "<base64>"}`` plus ``soracom`` and
@@ -27,15 +29,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from receiver.errors import InvalidPayloadError
-from receiver.vendors.base import Inbound, Position, Reading, no_answer
+from receiver.vendors.base import Decoded, Inbound, JsonVendor, Position, Reading, load_json
 
 _IDENTITY_VALUE = r"^[A-Za-z0-9_.:-]{1,128}$"
 # Header -> key under "soracom"; where two headers give one key, the first present wins.
@@ -142,35 +142,68 @@ class FunnelMessage(_Model):
         return self
 
 
-SoracomPayload = BeamMessage | RawMessage | FunnelMessage
+class Soracom(JsonVendor):
+    kind = "soracom"
+    type_prefix = "io.soracom."
+    events = {
+        "beam": BeamMessage,
+        "udp": RawMessage,
+        "tcp": RawMessage,
+        "funk": BeamMessage,
+        "funnel": FunnelMessage,
+    }
 
-KIND = "soracom"
-TYPE_PREFIX = "io.soracom."
-MEDIA_TYPES = frozenset({"application/json"})
-EVENTS: dict[str, type[BaseModel]] = {
-    "beam": BeamMessage,
-    "udp": RawMessage,
-    "tcp": RawMessage,
-    "funk": BeamMessage,
-    "funnel": FunnelMessage,
-}
+    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
+        """The device's body, whatever it is, is one message with Soracom's identity merged in.
 
+        Funnel's envelope is Soracom's own JSON: it takes the common path.
+        """
+        if event == "funnel":
+            return super().decode(event, inbound)
+        body = load_json(inbound)
+        identity = identity_of(inbound.proven if inbound.proven is not None else inbound.headers)
+        if event in ("udp", "tcp") and isinstance(body, dict):
+            return Decoded([{**body, "soracom": identity}], batch=False)
+        return Decoded([{"soracom": identity, "body": body}], batch=False)
 
-def decode(event: str, inbound: Inbound) -> Any:
-    """The body with Soracom's identity headers merged in; Funnel's envelope takes the fast path."""
-    if event == "funnel":
-        return None
-    try:
-        body = json.loads(inbound.body.decode(inbound.charset), parse_constant=_no_constant)
-    except ValueError as exc:
-        if isinstance(exc, UnicodeDecodeError):
-            raise
-        msg = "the body is not valid JSON"
-        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}]) from exc
-    identity = identity_of(inbound.headers)
-    if event in ("udp", "tcp") and isinstance(body, dict):
-        return {**body, "soracom": identity}
-    return {"soracom": identity, "body": body}
+    def subject(self, payload: BaseModel) -> str:
+        """IMSI, else SIM id, else device id, else IMEI: the SIM is what Soracom bills and groups."""
+        if isinstance(payload, Forwarded):
+            return payload.soracom.name
+        if isinstance(payload, FunnelMessage):
+            return payload.imsi or payload.imei or ""
+        return ""
+
+    def time(self, payload: BaseModel) -> float | None:
+        """Soracom's timestamp (milliseconds) in seconds; Beam adds one only with signatures or Inventory."""
+        if isinstance(payload, Forwarded):
+            millis = payload.soracom.timestamp
+        elif isinstance(payload, FunnelMessage):
+            millis = payload.timestamp
+        else:
+            millis = None
+        return None if millis is None else millis / 1000
+
+    def reading(self, payload: BaseModel) -> Reading | None:
+        """The device, the time and whatever facts the device body holds (see the module docstring).
+
+        Soracom's SIM group is not in what it forwards, so there is no group.
+        """
+        device = self.subject(payload)
+        if not device:
+            return None
+        seconds = self.time(payload)
+        if isinstance(payload, BeamMessage):
+            body = payload.body
+        elif isinstance(payload, FunnelMessage):
+            body = payload.payloads
+        else:
+            body = None
+        return Reading(
+            device_id=device,
+            time=None if seconds is None else datetime.fromtimestamp(seconds, UTC),
+            **_facts(body),
+        )
 
 
 def identity_of(headers: Mapping[str, str]) -> dict[str, str]:
@@ -181,60 +214,6 @@ def identity_of(headers: Mapping[str, str]) -> dict[str, str]:
         if value:
             identity.setdefault(key, value)
     return identity
-
-
-def event_data(payload: BaseModel) -> dict[str, Any]:
-    """The event's ``data``: original field names, unknown ones kept, identity under ``soracom``."""
-    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-def subject(payload: BaseModel, domain: str | None) -> str:
-    """IMSI, else SIM id, else device id, else IMEI: the SIM is what Soracom bills and groups."""
-    del domain
-    if isinstance(payload, Forwarded):
-        return payload.soracom.name
-    if isinstance(payload, FunnelMessage):
-        return payload.imsi or payload.imei or ""
-    return ""
-
-
-def event_time(payload: BaseModel) -> float | None:
-    """Soracom's timestamp (milliseconds) in seconds; Beam adds one only with signatures or Inventory."""
-    if isinstance(payload, Forwarded):
-        millis = payload.soracom.timestamp
-    elif isinstance(payload, FunnelMessage):
-        millis = payload.timestamp
-    else:
-        millis = None
-    return None if millis is None else millis / 1000
-
-
-def group(payload: BaseModel) -> str | None:
-    """Soracom's SIM group is not in what it forwards."""
-    del payload
-    return None
-
-
-def reading(payload: BaseModel) -> Reading | None:
-    """The device, the time and whatever facts the device body holds (see the module docstring)."""
-    device = subject(payload, None)
-    if not device:
-        return None
-    seconds = event_time(payload)
-    if isinstance(payload, BeamMessage):
-        body = payload.body
-    elif isinstance(payload, FunnelMessage):
-        body = payload.payloads
-    else:
-        body = None
-    return Reading(
-        device_id=device,
-        time=None if seconds is None else datetime.fromtimestamp(seconds, UTC),
-        **_facts(body),
-    )
-
-
-answer = no_answer
 
 
 def _facts(body: Any) -> dict[str, Any]:
@@ -270,8 +249,3 @@ def _base64(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-
-
-def _no_constant(name: str) -> Any:
-    msg = f"{name} is not a JSON number"
-    raise ValueError(msg)

@@ -12,11 +12,11 @@ unknown fields are kept.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from receiver.vendors import base
+from receiver.vendors.base import JsonVendor, Reading
+from receiver.vendors.base import Position as ReadingPosition
 
 
 class Position(BaseModel):
@@ -42,43 +42,34 @@ class TrackerMessage(BaseModel):
     frame_counter: int | None = Field(default=None, alias="frameCounter", ge=0, description="the device's counter")
 
 
-KIND = "tracker"
-TYPE_PREFIX = "com.tracker."
-MEDIA_TYPES = frozenset({"application/json"})
-EVENTS: dict[str, type[TrackerMessage]] = {"push": TrackerMessage, "message": TrackerMessage}
+class Tracker(JsonVendor):
+    kind = "tracker"
+    type_prefix = "com.tracker."
+    events = {"push": TrackerMessage, "message": TrackerMessage}
 
+    def subject(self, payload: TrackerMessage) -> str:
+        return payload.device_id
 
-def event_data(payload: TrackerMessage) -> dict[str, Any]:
-    return payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    def time(self, payload: TrackerMessage) -> float | None:
+        if isinstance(payload.timestamp, datetime):
+            return payload.timestamp.timestamp()
+        return payload.timestamp
 
+    def group(self, payload: TrackerMessage) -> str | None:
+        return payload.group
 
-def subject(payload: TrackerMessage, domain: str | None) -> str:
-    del domain
-    return payload.device_id
-
-
-def event_time(payload: TrackerMessage) -> float | None:
-    if isinstance(payload.timestamp, datetime):
-        return payload.timestamp.timestamp()
-    return payload.timestamp
-
-
-def group(payload: TrackerMessage) -> str | None:
-    return payload.group
-
-
-def reading(payload: TrackerMessage) -> base.Reading:
-    """The message's facts in the one vocabulary (the tracker already uses °C and %)."""
-    when = event_time(payload)
-    position = payload.position
-    return base.Reading(
-        device_id=payload.device_id,
-        time=None if when is None else datetime.fromtimestamp(when, UTC),
-        position=None
-        if position is None
-        else base.Position(lat=position.lat, lon=position.lon, accuracy_m=position.accuracy),
-        temperature_c=payload.temperature,
-        battery_pct=payload.battery,
-        sequence=payload.frame_counter,
-        group=payload.group,
-    )
+    def reading(self, payload: TrackerMessage) -> Reading:
+        """The message's facts in the one vocabulary (the tracker already uses °C and %)."""
+        when = self.time(payload)
+        position = payload.position
+        return Reading(
+            device_id=payload.device_id,
+            time=None if when is None else datetime.fromtimestamp(when, UTC),
+            position=None
+            if position is None
+            else ReadingPosition(lat=position.lat, lon=position.lon, accuracy_m=position.accuracy),
+            temperature_c=payload.temperature,
+            battery_pct=payload.battery,
+            sequence=payload.frame_counter,
+            group=payload.group,
+        )

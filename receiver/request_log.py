@@ -1,4 +1,4 @@
-"""Per-request observation: request id, the canonical log line and the request metrics.
+"""The request log: request id, the canonical log line, the request metrics and the audit record.
 
 An ASGI middleware around the whole app. Endpoints and error handlers fill in the
 request's ``Outcome`` (source, event, code, event id); when the response is done, one
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admission import client_address
 from receiver.audit import AuditTrail, RequestFacts
+from receiver.errors import auth_codes
 from receiver.events import Outcome
 from receiver.metrics import Metrics
 
@@ -26,10 +27,7 @@ log = logging.getLogger("receiver.request")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-AUTH_CODES = frozenset({
-    "auth_required", "invalid_credentials", "invalid_token", "token_expired", "token_too_old",
-    "token_not_yet_valid", "token_lifetime_exceeded", "subject_mismatch",
-})  # fmt: skip
+AUTH_CODES = auth_codes()
 
 
 # A random per-process prefix and a counter: unique across replicas, no syscall per request.

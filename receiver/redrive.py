@@ -1,8 +1,9 @@
-"""``receiver deadletter replay``: bring dead letters back through the pipeline once the cause is fixed.
+"""Dead-letter re-drive (``receiver deadletter replay``): dead letters back through the pipeline.
 
-Reads ``<topic_prefix>.deadletter`` (Kafka, or the embedded store), keeps the letters
-matching ``--since`` and ``--source``, and re-submits each through validation,
-normalization, routing and publishing with the current config. The event ids are the
+Once the cause of a refusal is fixed, reads ``<topic_prefix>.deadletter`` (Kafka, or the
+embedded store), keeps the letters matching ``--since`` and ``--source``, and
+re-submits each through the same pipeline the app serves with (``build_pipeline``:
+authorization, intake, normalization, routing, dedup, metrics), with the current config. The event ids are the
 ones the deliveries had at first, so a replay of something that went through after all
 is deduplicated downstream like a vendor retry.
 """
@@ -16,17 +17,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from receiver.admission import Admission
-from receiver.deadletter import deadletter_topic, letter_delivery
+from receiver.deadletter import deadletter_topic, letter_delivery, letter_principal
 from receiver.errors import RequestError
-from receiver.pipeline import Pipeline
+from receiver.metrics import Metrics
+from receiver.pipeline import build_pipeline
 from receiver.publish import open_publisher
 from receiver.settings import Settings
 from receiver.sources import build_sources
 
 
 @dataclass
-class ReplayReport:
+class RedriveReport:
     replayed: list[str] = field(default_factory=list)
     still_refused: list[tuple[str, str]] = field(default_factory=list)  # (letter id, code)
     skipped: int = 0
@@ -67,20 +68,19 @@ async def _letters(settings: Settings) -> AsyncIterator[dict[str, Any]]:
         await consumer.stop()
 
 
-async def replay(settings: Settings, *, since: datetime | None = None, source: str | None = None) -> ReplayReport:
-    report = ReplayReport()
+async def redrive(settings: Settings, *, since: datetime | None = None, source: str | None = None) -> RedriveReport:
+    report = RedriveReport()
     sources = build_sources(settings)
+    metrics = Metrics({s.id: s.vendor.events for s in sources.values()})
     async with open_publisher(settings) as publisher:
-        pipeline = Pipeline(
-            sources, publisher, settings.kafka.topic_prefix, Admission(sources, 0), routes=settings.routes
-        )
+        pipeline = build_pipeline(settings, sources, publisher, metrics)
         async for letter in _letters(settings):
             delivery = letter_delivery(letter)
             if (source and delivery.source_id != source) or (since and delivery.received_at < since.timestamp()):
                 report.skipped += 1
                 continue
             try:
-                await pipeline.replay(delivery)
+                await pipeline.redrive(delivery, letter_principal(letter))
             except RequestError as exc:
                 report.still_refused.append((letter["id"], exc.code))
                 continue

@@ -1,10 +1,24 @@
-"""What a request offers as proof, what authentication yields, and what every verifier offers."""
+"""What a request offers as proof, what authentication yields, and what every method declares.
+
+An authentication method is one module under ``receiver/auth/``: its settings model
+(a ``MethodSettings`` whose ``type`` names it) and its verifier. The verifier declares,
+as data, all the core needs to know of it: the headers that carry its credential (never
+kept, logged or shown to vendor code), the error classes it raises, its OpenAPI security
+scheme, its challenge. ``auth/methods.py`` lists the methods; nothing else names one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from receiver.errors import AuthError
+
+# Headers that carry a credential in HTTP itself, whichever method a source uses.
+HTTP_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,8 @@ class Principal:
     roles: frozenset[str] = frozenset()
     groups: frozenset[str] | None = None  # None: the credential does not restrict groups
     claims: Mapping[str, Any] = field(default_factory=dict)
+    proven: Mapping[str, str] | None = None
+    """Device identity the credential itself proves (header name -> value); vendors prefer it."""
     accept: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
     """Called once the request was durably handled: replay caches remember it only then."""
 
@@ -52,8 +68,16 @@ class Expiry:
     not_after: float
 
 
+class MethodSettings(BaseModel):
+    """The settings of one method; subclasses fix ``type`` to the method's name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+
+
 class Verifier(Protocol):
-    """Checks one authentication method for one source."""
+    """Checks one authentication method for one source, and says what it touches."""
 
     @property
     def method(self) -> str:
@@ -65,14 +89,39 @@ class Verifier(Protocol):
         """The WWW-Authenticate challenge naming this method, if it has one."""
         ...
 
+    @property
+    def credential_headers(self) -> frozenset[str]:
+        """Lower-case names of the headers carrying this method's credential, as configured."""
+        ...
+
+    def security_scheme(self) -> tuple[str, dict[str, Any]]:
+        """Its OpenAPI security scheme, named, built from the settings it was given."""
+        ...
+
     def carries(self, credentials: Credentials) -> bool:
         """Does the request carry this method's credential at all (not: is it valid)?"""
         ...
 
     def verify(self, credentials: Credentials) -> Principal:
-        """Return the principal, or raise an ``AuthError`` subclass."""
+        """Return the principal, or raise one of the ``codes`` errors."""
         ...
 
     def expiries(self) -> Iterable[Expiry]:
         """Credentials of this verifier that carry a ``not_after``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One authentication method as the registry lists it: everything the core derives from."""
+
+    name: str  # the config ``type``
+    settings: type[MethodSettings]
+    build: Callable[[Any, str | None], Verifier]  # (its settings, the source's default subject)
+    codes: frozenset[type[AuthError]]  # the refusals it raises
+    credential_headers: frozenset[str]  # its default header names, scrubbed for every source
+
+
+def nothing() -> None:
+    """An ``accept`` hook for credentials with no replay memory."""
+    return
