@@ -17,9 +17,11 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     IPvAnyNetwork,
     StringConstraints,
+    Tag,
     ValidationError,
     create_model,
     field_validator,
@@ -83,12 +85,35 @@ def _kind_settings(kind: str) -> type[SourceSettings]:
     return create_model(name, __base__=(SourceSettings, options), kind=(Literal[kind], ...))  # type: ignore[arg-type]
 
 
+_UNKNOWN = "(unknown kind)"
+
+
+class _UnknownKindSettings(SourceSettings):
+    """A source whose kind no vendor has: its common fields are still checked, so every problem shows."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, kind: str) -> str:
+        msg = f"{kind[:40]!r} is not a kind; use one of {', '.join(VENDORS)}"
+        raise ValueError(msg)
+
+
+def _kind_of(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if isinstance(kind, str) and kind in VENDORS else _UNKNOWN
+
+
 if TYPE_CHECKING:
     AnySourceSettings = SourceSettings
 else:  # discriminated by ``kind``, one member per registered vendor
     AnySourceSettings = Annotated[
-        Union[tuple(_kind_settings(kind) for kind in VENDORS)],  # noqa: UP007 - built from the registry
-        Field(discriminator="kind"),
+        Union[  # noqa: UP007 - built from the registry
+            tuple(Annotated[_kind_settings(kind), Tag(kind)] for kind in VENDORS)
+            + (Annotated[_UnknownKindSettings, Tag(_UNKNOWN)],)
+        ],
+        Discriminator(_kind_of),
     ]
 
 
@@ -244,13 +269,12 @@ def _problems(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = list(error["loc"])
-        if len(loc) > 2 and loc[0] == "sources" and loc[2] in VENDORS:
+        if len(loc) > 2 and loc[0] == "sources" and (loc[2] in VENDORS or loc[2] == _UNKNOWN):
             del loc[2]  # the kind the union chose, already said by the source's own `kind`
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            tag = (error.get("ctx") or {}).get("discriminator", "'kind'").strip("'")
-            loc.append(tag)
-            message = f"must be one of {', '.join(VENDORS) if tag == 'kind' else error['ctx']['expected_tags']}"
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):  # an auth method's `type`
+            loc.append(str((error.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+            message = f"must be one of {(error.get('ctx') or {}).get('expected_tags', '')}"
         path = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
         lines.append(f"{path or '(top)'}: {message}")
     return lines

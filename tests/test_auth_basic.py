@@ -9,9 +9,8 @@ import time
 import pytest
 
 from receiver.auth import Credentials, SourceAuth
-from receiver.auth.basic import BasicVerifier, hash_password
-from receiver.auth.bearer import BearerVerifier
-from receiver.auth_settings import BasicAuthSettings, BearerAuthSettings
+from receiver.auth.basic import BasicAuthSettings, BasicVerifier, hash_password
+from receiver.auth.bearer import BearerAuthSettings, BearerVerifier
 from receiver.errors import AuthRequiredError, InvalidCredentialsError
 
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from receiver.auth.jwt import JwtVerifier, TimePolicy
-from receiver.auth.material import load_public_keys
-from receiver.auth.principal import Credentials
-from receiver.auth_settings import JwtAuthSettings, KeyFile
+from receiver.auth.base import Credentials
+from receiver.auth.jwt import JwtAuthSettings, JwtVerifier, TimePolicy
+from receiver.auth.material import KeyFile, load_public_keys
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,

@@ -33,17 +33,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from receiver.auth.hmac_signature import HmacVerifier
-from receiver.auth.principal import Credentials, Expiry, Principal, Verifier
-from receiver.auth.soracom_beam import SoracomBeamVerifier
-from receiver.auth.soracom_funk import SoracomFunkVerifier
-from receiver.auth.standard_webhooks import StandardWebhooksVerifier
-from receiver.auth_settings import (
-    HmacAuthSettings,
-    SoracomBeamAuthSettings,
-    SoracomFunkAuthSettings,
-    StandardWebhooksAuthSettings,
-)
+from receiver.auth.base import Credentials, Expiry, Principal, Verifier
+from receiver.auth.hmac_signature import HmacAuthSettings, HmacVerifier
+from receiver.auth.soracom_beam import SoracomBeamAuthSettings, SoracomBeamVerifier
+from receiver.auth.soracom_funk import SoracomFunkAuthSettings, SoracomFunkVerifier
+from receiver.auth.standard_webhooks import StandardWebhooksAuthSettings, StandardWebhooksVerifier
 from receiver.errors import (
     AuthError,
     ConfigError,

@@ -15,9 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
-from receiver.auth.jwt import JwtVerifier
-from receiver.auth.principal import Credentials
-from receiver.auth_settings import JwtAuthSettings
+from receiver.auth.base import Credentials
+from receiver.auth.jwt import JwtAuthSettings, JwtVerifier
 from receiver.cli import main
 from receiver.errors import InvalidCredentialsError
 from receiver.settings import load_settings

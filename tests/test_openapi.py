@@ -16,8 +16,7 @@ import pytest
 from kafka_broker import free_port
 from starlette.testclient import TestClient
 
-from receiver.errors import RequestError
-from receiver.openapi import error_codes
+from receiver.errors import RequestError, error_codes
 from tests.conftest import BASIC_PASSWORD, DOMAIN
 
 

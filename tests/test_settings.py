@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from receiver.auth_settings import Secret
+from receiver.auth.material import Secret
 from receiver.errors import ConfigError
 from receiver.settings import build_settings, load_settings
 

@@ -11,10 +11,17 @@ import pytest
 
 from receiver.vendors import generic
 from receiver.vendors.base import Reading
-from receiver.vendors.generic import GenericOptions, SchemaValidator
+from receiver.vendors.generic import GenericSettings, SchemaValidator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generic"
-OPTIONS = GenericOptions(device_id_pointer="/meter/serial", time_pointer="/readAt", group_pointer="/meter/site")
+
+
+def pointers(**given: str) -> GenericSettings:
+    """A generic source's settings with these pointers (the schema file is the fixture's)."""
+    return GenericSettings(schema_file=FIXTURES / "schema.json", **given)
+
+
+OPTIONS = pointers(device_id_pointer="/meter/serial", time_pointer="/readAt", group_pointer="/meter/site")
 
 
 def body(name: str) -> Any:
@@ -45,8 +52,8 @@ def test_valid_message_gives_subject_time_and_group(
     obj = body(name)
     assert schema.validate(obj) == []
     assert generic.pointer_errors(obj, OPTIONS) == []
-    payload = generic.EVENTS["message"].model_validate(obj)
-    data = generic.event_data(payload)
+    payload = generic.GenericMessage.model_validate(obj)
+    data = payload.model_dump(mode="json", by_alias=True, exclude_unset=True)
     assert data == obj, "the data is the body as sent, unknown fields kept"
     assert generic.subject(data, OPTIONS) == device
     assert generic.event_time(data, OPTIONS) == when.timestamp()
@@ -112,15 +119,15 @@ def test_pointer_errors_for_missing_device_and_naive_time() -> None:
 def test_device_id_pointer(pointer: str, expected: str | int) -> None:
     """JSON Pointers resolve as RFC 6901 says; an integer id becomes text, a missing one empty."""
     obj = {"deviceId": "d-1", "tags": [{"id": "tag-0"}, {"id": "tag-1"}], "a/b": {"c~d": 42}}
-    assert generic.subject(obj, GenericOptions(device_id_pointer=pointer)) == str(expected)
+    assert generic.subject(obj, pointers(device_id_pointer=pointer)) == str(expected)
 
 
 def test_default_options_read_device_id_and_no_time() -> None:
     """By default the device id is ``/deviceId`` and the receive time stands in for the event time."""
     obj = {"deviceId": "d-1", "time": 1700000000}
-    assert generic.subject(obj, GenericOptions()) == "d-1"
-    assert generic.event_time(obj, GenericOptions()) is None
-    assert generic.group(obj, GenericOptions()) is None
+    assert generic.subject(obj, pointers()) == "d-1"
+    assert generic.event_time(obj, pointers()) is None
+    assert generic.group(obj, pointers()) is None
 
 
 def test_invalid_schema_is_refused_at_load() -> None:
@@ -150,7 +157,7 @@ def test_unreadable_schema_file_is_refused(tmp_path: Path, content: str | None, 
 def test_pointer_option_must_be_a_pointer() -> None:
     """An option that is not a JSON Pointer is refused when the options are built."""
     with pytest.raises(ValueError, match="not a JSON Pointer"):
-        GenericOptions(device_id_pointer="deviceId")
+        pointers(device_id_pointer="deviceId")
 
 
 @pytest.mark.parametrize(

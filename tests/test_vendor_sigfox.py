@@ -10,12 +10,19 @@ from urllib.parse import parse_qsl
 import pytest
 from pydantic import ValidationError
 
-from receiver.errors import InvalidPayloadError
+from receiver.errors import ConfigError, InvalidPayloadError
+from receiver.settings import build_settings
 from receiver.vendors import sigfox
 from receiver.vendors.base import Answer, Inbound, Position
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sigfox"
 DEVICE_TYPE = "5f1e2d3c4b5a69788796a5b4"
+SIGFOX = sigfox.Sigfox(sigfox.SigfoxOptions())
+
+
+def with_downlinks(downlinks: dict[str, str]) -> sigfox.Sigfox:
+    """A Sigfox vendor bound to a source's downlinks, as the settings validate them."""
+    return sigfox.Sigfox(sigfox.SigfoxOptions.model_validate({"options": {"downlinks": downlinks}}))
 
 
 def inbound(name: str) -> Inbound:
@@ -28,11 +35,11 @@ def inbound(name: str) -> Inbound:
     return Inbound(body=body, media_type="application/json")
 
 
-def validated(event: str, request: Inbound) -> sigfox.SigfoxCallback:
-    """Validate as the pipeline does: the decoded object, or the raw JSON body on the fast path."""
-    model = sigfox.EVENTS[event]
-    decoded = sigfox.decode(event, request)
-    return model.model_validate_json(request.body) if decoded is None else model.model_validate(decoded)
+def validated(event: str, request: Inbound) -> Any:
+    """Validate as the vendor does: the decoded message, or the raw JSON body on the fast path."""
+    model = SIGFOX.events[event]
+    decoded = SIGFOX.decode(event, request)
+    return model.model_validate_json(request.body) if decoded is None else model.model_validate(decoded.items[0])
 
 
 def at(seconds: int) -> datetime:
@@ -104,15 +111,15 @@ def at(seconds: int) -> datetime:
 def test_fixture_gives_its_documented_reading(event: str, name: str, expected: dict[str, Any]) -> None:
     """Each device-message fixture validates and yields the documented subject, UTC time and facts."""
     payload = validated(event, inbound(name))
-    found = sigfox.reading(payload)
+    found = SIGFOX.reading(payload)
     assert found is not None
     assert found.device_id == "1A2B3C"
-    assert sigfox.subject(payload, None) == "1A2B3C"
+    assert SIGFOX.subject(payload) == "1A2B3C"
     for fact, value in expected.items():
         assert getattr(found, fact) == value, fact
     assert found.time is not None
     assert found.time.tzinfo is UTC
-    assert sigfox.event_time(payload) == found.time.timestamp()
+    assert SIGFOX.time(payload) == found.time.timestamp()
 
 
 @pytest.mark.parametrize(
@@ -125,15 +132,15 @@ def test_fixture_gives_its_documented_reading(event: str, name: str, expected: d
 def test_error_and_event_name_the_device_but_carry_no_reading(event: str, name: str, seconds: int) -> None:
     """Error and event callbacks give the device as subject and their time, but no device facts."""
     payload = validated(event, inbound(name))
-    assert sigfox.subject(payload, None) == "1A2B3C"
-    assert sigfox.event_time(payload) == seconds
-    assert sigfox.reading(payload) is None
+    assert SIGFOX.subject(payload) == "1A2B3C"
+    assert SIGFOX.time(payload) == seconds
+    assert SIGFOX.reading(payload) is None
 
 
 def test_numbers_sent_as_strings_are_coerced() -> None:
     """Quoted placeholders become numbers and booleans in the event data."""
     payload = validated("uplink", inbound("uplink-strings.json"))
-    data = sigfox.event_data(payload)
+    data = SIGFOX.data(payload)
     assert data["time"] == 1700000060
     assert data["seqNumber"] == 124
     assert data["rssi"] == -119.0
@@ -147,7 +154,7 @@ def test_numbers_sent_as_strings_are_coerced() -> None:
 def test_event_data_keeps_sigfox_names_and_only_what_was_sent() -> None:
     """The data uses Sigfox's camelCase names and adds no defaulted fields."""
     payload = validated("dataAdvanced", inbound("data-advanced.json"))
-    data = sigfox.event_data(payload)
+    data = SIGFOX.data(payload)
     assert data["computedLocation"] == {"lat": 59.3293, "lng": 18.0686, "radius": 1500.0, "source": 2, "status": 1}
     assert data["duplicates"][1] == {"bsId": "0C2D", "rssi": -109.0, "snr": 18.75, "nbRep": 2}
     assert "ack" not in data
@@ -161,7 +168,7 @@ def test_form_honours_the_charset() -> None:
     payload = validated("uplink", request)
     assert isinstance(payload, sigfox.Uplink)
     assert payload.station == "Göteborgé"
-    assert sigfox.subject(payload, None) == "1A2B3C", "the subject is upper case whatever was sent"
+    assert SIGFOX.subject(payload) == "1A2B3C", "the subject is upper case whatever was sent"
 
 
 def test_form_repeated_field_keeps_the_first_value() -> None:
@@ -169,7 +176,9 @@ def test_form_repeated_field_keeps_the_first_value() -> None:
     request = Inbound(
         body=b"device=1A2B3C&time=1700000000&data=00&device=FFFF", media_type="application/x-www-form-urlencoded"
     )
-    assert sigfox.decode("uplink", request)["device"] == "1A2B3C"
+    decoded = SIGFOX.decode("uplink", request)
+    assert decoded is not None
+    assert decoded.items[0]["device"] == "1A2B3C"
 
 
 @pytest.mark.parametrize(
@@ -197,15 +206,15 @@ def test_invalid_fixture_fails_with_field_paths(event: str, name: str, locs: set
 def test_bidir_answers_with_the_configured_downlink() -> None:
     """A bidir callback with ack gets its device's 8-byte downlink, keyed by the device id as sent."""
     payload = validated("bidir", inbound("bidir.json"))
-    options = {"downlinks": {"1a2b3c": "DEADBEEFCAFEBABE"}}
-    assert sigfox.answer("bidir", payload, options) == Answer(200, {"1A2B3C": {"downlinkData": "DEADBEEFCAFEBABE"}})
+    vendor = with_downlinks({"1a2b3c": "DEADBEEFCAFEBABE"})
+    assert vendor.answer("bidir", payload) == Answer(200, {"1A2B3C": {"downlinkData": "DEADBEEFCAFEBABE"}})
 
 
 def test_bidir_without_a_configured_downlink_answers_no_content() -> None:
     """A bidir callback with ack but nothing configured for its device gets 204."""
     payload = validated("bidir", inbound("bidir.json"))
-    assert sigfox.answer("bidir", payload, {"downlinks": {"FFFF": "0011223344556677"}}) == Answer(204)
-    assert sigfox.answer("bidir", payload, {}) == Answer(204)
+    assert with_downlinks({"FFFF": "0011223344556677"}).answer("bidir", payload) == Answer(204)
+    assert SIGFOX.answer("bidir", payload) == Answer(204)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +227,7 @@ def test_bidir_without_a_configured_downlink_answers_no_content() -> None:
 def test_no_answer_without_ack(event: str, name: str) -> None:
     """Only a bidir callback asking for an ack gets a downlink answer."""
     payload = validated(event, inbound(name))
-    assert sigfox.answer(event, payload, {"downlinks": {"1A2B3C": "0011223344556677"}}) is None
+    assert with_downlinks({"1A2B3C": "0011223344556677"}).answer(event, payload) is None
 
 
 @pytest.mark.parametrize(
@@ -233,26 +242,25 @@ def test_no_answer_without_ack(event: str, name: str) -> None:
     ],
 )
 def test_malformed_downlink_configuration_is_refused(downlinks: Any) -> None:
-    """A downlink that is not exactly 16 hex characters fails the startup check."""
-    with pytest.raises(ValueError, match=r"16 hex|device id"):
-        sigfox.check_options({"downlinks": downlinks})
-
-
-def test_malformed_downlink_is_never_sent() -> None:
-    """Even unchecked, a malformed downlink raises instead of reaching the device."""
-    payload = validated("bidir", inbound("bidir.json"))
-    with pytest.raises(ValueError, match="exactly 16 hex"):
-        sigfox.answer("bidir", payload, {"downlinks": {"1A2B3C": "xyz"}})
+    """A downlink that is not exactly 16 hex characters, or not keyed by a device id, fails the config check."""
+    source = {
+        "kind": "sigfox",
+        "options": {"downlinks": downlinks},
+        "auth": [{"type": "hmac", "secrets": [{"value": "s"}]}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        build_settings({"sources": {"sfx": source}}, environ=False)
+    assert all(p.startswith("sources.sfx.options.downlinks") for p in caught.value.problems), caught.value.problems
 
 
 def test_millisecond_times_are_recognised() -> None:
     """A time too large for Unix seconds is read as milliseconds."""
     payload = sigfox.DeviceEvent.model_validate({"time": 1700000400123, "sourceId": "1A2B3C"})
-    assert sigfox.event_time(payload) == pytest.approx(1700000400.123)
+    assert SIGFOX.time(payload) == pytest.approx(1700000400.123)
 
 
 def test_too_many_form_fields_are_refused() -> None:
     """A form with hundreds of fields is refused before validation."""
     body = "&".join(f"f{i}=1" for i in range(500)).encode()
     with pytest.raises(InvalidPayloadError):
-        sigfox.decode("uplink", Inbound(body=body, media_type="application/x-www-form-urlencoded"))
+        SIGFOX.decode("uplink", Inbound(body=body, media_type="application/x-www-form-urlencoded"))

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ValidationError
 
 from receiver.errors import InvalidPayloadError
 from receiver.vendors import soracom
-from receiver.vendors.base import Inbound, Position
+from receiver.vendors.base import Inbound, Position, VendorOptions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "soracom"
+SORACOM = soracom.Soracom(VendorOptions())
 IMSI = "295050912345678"
 IMEI = "867600012345678"
 SIM_ID = "8942310022000012345"
@@ -33,9 +34,9 @@ def inbound(name: str, headers: dict[str, str] | None = None) -> Inbound:
 
 def validated(event: str, request: Inbound) -> BaseModel:
     """Validate as the pipeline does: the decoded object, or the raw JSON body on the fast path."""
-    model = soracom.EVENTS[event]
-    decoded = soracom.decode(event, request)
-    return model.model_validate_json(request.body) if decoded is None else model.model_validate(decoded)
+    model = SORACOM.events[event]
+    decoded = SORACOM.decode(event, request)
+    return model.model_validate_json(request.body) if decoded is None else model.model_validate(decoded.items[0])
 
 
 @pytest.mark.parametrize(
@@ -63,26 +64,26 @@ def test_fixture_gives_its_subject_and_time(
 ) -> None:
     """Each fixture validates; the subject is the most specific identity and the time is Soracom's."""
     payload = validated(event, inbound(name, headers))
-    assert soracom.subject(payload, None) == subject
-    assert soracom.event_time(payload) == when
-    found = soracom.reading(payload)
+    assert SORACOM.subject(payload) == subject
+    assert SORACOM.time(payload) == when
+    found = SORACOM.reading(payload)
     assert found is not None
     assert found.device_id == subject
     assert found.time == (None if when is None else datetime.fromtimestamp(when, UTC))
-    assert soracom.group(payload) is None
+    assert SORACOM.group(payload) is None
 
 
 def test_beam_merges_identity_headers_under_soracom() -> None:
     """Beam's identity headers join the body under ``soracom``; other headers stay out."""
     payload = validated("beam", inbound("beam.json", BEAM_HEADERS))
-    data = soracom.event_data(payload)
+    data = SORACOM.data(payload)
     assert data["soracom"] == {"imsi": IMSI, "imei": IMEI, "simId": SIM_ID, "timestamp": 1700000000123}
     assert data["body"]["humidity"] == 41.0
 
 
 def test_beam_reading_maps_body_facts_in_units() -> None:
     """A Beam body's temperature, battery and position become the reading's °C, % and position."""
-    found = soracom.reading(validated("beam", inbound("beam.json", BEAM_HEADERS)))
+    found = SORACOM.reading(validated("beam", inbound("beam.json", BEAM_HEADERS)))
     assert found is not None
     assert found.temperature_c == 22.5
     assert found.battery_pct == 87
@@ -92,7 +93,7 @@ def test_beam_reading_maps_body_facts_in_units() -> None:
 
 def test_facts_that_are_not_numbers_are_ignored() -> None:
     """Text where a number is expected, or half a position, gives no fact rather than an error."""
-    found = soracom.reading(validated("beam", inbound("beam-text-values.json", {"x-soracom-imsi": IMSI})))
+    found = SORACOM.reading(validated("beam", inbound("beam-text-values.json", {"x-soracom-imsi": IMSI})))
     assert found is not None
     assert (found.temperature_c, found.battery_pct, found.position) == (None, None, None)
 
@@ -106,7 +107,7 @@ def test_facts_that_are_not_numbers_are_ignored() -> None:
 )
 def test_base64_payload_is_decoded_to_hex(event: str, name: str, raw: bytes) -> None:
     """The base64 payload is kept and the same bytes are added in hex."""
-    data = soracom.event_data(validated(event, inbound(name, {"x-soracom-imsi": IMSI})))
+    data = SORACOM.data(validated(event, inbound(name, {"x-soracom-imsi": IMSI})))
     assert data["payload"] == base64.b64encode(raw).decode()
     assert data["payloadHex"] == raw.hex()
     assert data["soracom"] == {"imsi": IMSI}
@@ -119,7 +120,7 @@ def test_client_sent_hex_is_replaced() -> None:
         media_type="application/json",
         headers={"x-soracom-imsi": IMSI},
     )
-    assert soracom.event_data(validated("udp", request))["payloadHex"] == "0102"
+    assert SORACOM.data(validated("udp", request))["payloadHex"] == "0102"
 
 
 def test_headers_win_over_a_soracom_key_in_the_body() -> None:
@@ -129,18 +130,18 @@ def test_headers_win_over_a_soracom_key_in_the_body() -> None:
         media_type="application/json",
         headers={"x-soracom-imsi": IMSI},
     )
-    assert soracom.subject(validated("udp", request), None) == IMSI
+    assert SORACOM.subject(validated("udp", request)) == IMSI
 
 
 def test_funnel_milliseconds_become_utc() -> None:
     """Funnel's epoch-millisecond timestamp is the event time, in UTC, and payloads give the facts."""
     payload = validated("funnel", inbound("funnel.json"))
-    found = soracom.reading(payload)
+    found = SORACOM.reading(payload)
     assert found is not None
     assert found.time == datetime(2022, 5, 30, 6, 23, 15, 421000, tzinfo=UTC)
     assert found.temperature_c == 54.98
     assert found.position == Position(lat=47.615694, lon=-122.3359976)
-    data = soracom.event_data(payload)
+    data = SORACOM.data(payload)
     assert data["destination"]["service"] == "aws-iot"
     assert data["credentialsId"] == "AWS-IAM-role-credentials"
 
@@ -167,11 +168,11 @@ def test_malformed_json_is_refused_as_invalid_payload() -> None:
     """A body that is not JSON is refused with the ``json_invalid`` field error."""
     request = Inbound(body=b'{"payload": NaN}', media_type="application/json", headers={"x-soracom-imsi": IMSI})
     with pytest.raises(InvalidPayloadError) as caught:
-        soracom.decode("udp", request)
+        SORACOM.decode("udp", request)
     assert caught.value.errors == [{"loc": "(body)", "type": "json_invalid", "msg": "the body is not valid JSON"}]
 
 
 def test_soracom_expects_no_answer() -> None:
     """Beam and Funnel take the receiver's normal response; there is no vendor answer."""
     payload: Any = validated("beam", inbound("beam.json", BEAM_HEADERS))
-    assert soracom.answer("beam", payload, {}) is None
+    assert SORACOM.answer("beam", payload) is None
