@@ -105,14 +105,13 @@ def _kind_of(value: Any) -> str:
     return kind if isinstance(kind, str) and kind in VENDORS else _UNKNOWN
 
 
+_MEMBERS = tuple(Annotated[_kind_settings(kind), Tag(kind)] for kind in VENDORS)
+
 if TYPE_CHECKING:
     AnySourceSettings = SourceSettings
-else:  # discriminated by ``kind``, one member per registered vendor
+else:  # discriminated by ``kind``: one member per registered vendor, and one that names the mistake
     AnySourceSettings = Annotated[
-        Union[  # noqa: UP007 - built from the registry
-            tuple(Annotated[_kind_settings(kind), Tag(kind)] for kind in VENDORS)
-            + (Annotated[_UnknownKindSettings, Tag(_UNKNOWN)],)
-        ],
+        Union[(*_MEMBERS, Annotated[_UnknownKindSettings, Tag(_UNKNOWN)])],  # noqa: UP007 - built from the registry
         Discriminator(_kind_of),
     ]
 
