@@ -111,7 +111,7 @@ if TYPE_CHECKING:
     AnySourceSettings = SourceSettings
 else:  # discriminated by ``kind``: one member per registered vendor, and one that names the mistake
     AnySourceSettings = Annotated[
-        Union[(*_MEMBERS, Annotated[_UnknownKindSettings, Tag(_UNKNOWN)])],  # noqa: UP007 - built from the registry
+        Union[(*_MEMBERS, Annotated[_UnknownKindSettings, Tag(_UNKNOWN)])],
         Discriminator(_kind_of),
     ]
 
