@@ -103,7 +103,7 @@ def create_app(
                 audit.start(publisher)
             if topic_check is not None:
                 topic_check.start()
-            log.info("receiver started: %d source(s), publishing to %s", len(sources), publisher.name)
+            log.info("receiver.started", extra={"sources": len(sources), "publisher": publisher.name})
             async with _maybe(reloader, settings.server.reload_interval_seconds):
                 with drain_on_signals(drain, settings.server.drain_seconds):
                     yield State(
@@ -118,13 +118,13 @@ def create_app(
                         dry_run_token=dry_run_token,
                         topic_check=topic_check,
                     )
-            log.info("receiver stopping: flushing the audit trail and the publisher")
+            log.info("receiver.stopping", extra={"flushing": ["audit", publisher.name]})
             if topic_check is not None:
                 await topic_check.stop()
             if audit is not None:
                 await audit.stop(publisher)
         tracing.shutdown()
-        log.info("receiver stopped")
+        log.info("receiver.stopped")
 
     return Starlette(
         routes=ROUTES,

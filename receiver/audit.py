@@ -145,7 +145,7 @@ class AuditTrail:
         try:
             await publisher.publish(records)
         except Exception as exc:  # noqa: BLE001 - the trail must survive any publisher failure
-            log.warning("audit records not written yet (%d queued): %s", len(batch), exc)
+            log.warning("receiver.audit_delayed", extra={"queued": len(batch), "error": str(exc)})
             return
         for _ in batch:
             self._buffer.popleft()

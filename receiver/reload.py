@@ -77,14 +77,13 @@ class Reloader:
             try:
                 settings, sources = await asyncio.to_thread(self._build)
             except ConfigError as exc:
-                problems = "; ".join(exc.problems)
-                log.error("reload refused, keeping the current keys: %s", problems)  # noqa: TRY400 - no traceback needed
+                log.error("receiver.reload_refused", extra={"problems": exc.problems})  # noqa: TRY400 - no traceback needed
                 return False
             self._apply(sources)
             self._files = watched_files(settings, self._files[0] if self._files else None)
             self._stamps = _stamp(self._files)
             self.reloads += 1
-            log.info("reloaded %d source(s)", len(sources))
+            log.info("receiver.reloaded", extra={"sources": len(sources)})
             return True
 
     def _build(self) -> tuple[Settings, Mapping[str, Source]]:

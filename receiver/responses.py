@@ -30,13 +30,15 @@ def error_response(request: Request, exc: RequestError) -> Response:
 
 async def on_request_error(request: Request, exc: Exception) -> Response:
     """A refusal the pipeline raised."""
-    assert isinstance(exc, RequestError)
+    if not isinstance(exc, RequestError):  # registered for RequestError only; anything else is a bug
+        return await on_unexpected_error(request, exc)
     return error_response(request, exc)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     """Routing's own 404 and 405, in the receiver's error shape."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return await on_unexpected_error(request, exc)
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         methods = [m.strip() for m in allow.split(",") if m.strip()]

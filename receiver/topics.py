@@ -60,12 +60,12 @@ class TopicCheck:
                 new = [NewTopic(t, kafka.topics.partitions, kafka.topics.replication_factor) for t in sorted(missing)]
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
-                log.info("created %d topic(s): %s", len(new), ", ".join(sorted(missing)))
+                log.info("receiver.topics_created", extra={"topics": sorted(missing)})
                 existing = set(await admin.list_topics())
                 missing = self._topics - existing
             self.missing, self.error = missing, None
             if missing:
-                log.warning("target topics missing: %s", ", ".join(sorted(missing)))
+                log.warning("receiver.topics_missing", extra={"topics": sorted(missing)})
         except KafkaError as exc:
             self.error = f"cannot list topics: {type(exc).__name__}"
         finally:

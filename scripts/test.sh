@@ -13,5 +13,6 @@ uv run --frozen python scripts/kafka_broker.py fetch >/dev/null   # fail early, 
 uv run --frozen ruff format --check .
 uv run --frozen ruff check .
 uv run --frozen mypy
-uv run --frozen pytest "$@"
+uv run --frozen lint-imports          # layers, and: only the registries import a vendor or auth method
+uv run --frozen pytest --cov --cov-report=term:skip-covered "$@"   # the floor is [tool.coverage.report]
 bash scripts/check-deploy.sh    # hadolint, the image's install steps, helm lint, kubeconform

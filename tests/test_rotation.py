@@ -113,7 +113,7 @@ def test_sighup_rotates_keys(tmp_path: Path, server: Callable[[Path], tuple[subp
 
     config.write_text("sources: [this is not a mapping")
     process.send_signal(signal.SIGHUP)
-    assert eventually(lambda: "reload refused" in (tmp_path / "server.log").read_text())
+    assert eventually(lambda: "receiver.reload_refused" in (tmp_path / "server.log").read_text())
     assert status(base, new_pem) == 200  # the broken file kept the working keys
     assert process.poll() is None
 

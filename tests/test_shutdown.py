@@ -131,4 +131,4 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
     written = {json.loads(r.value)["id"] for r in read_topic(kafka_broker, f"{topic_prefix}.iotcomms.message")}
     missing = set(accepted) - written
     assert not missing, f"{len(missing)} of {len(accepted)} acknowledged events are not in Kafka"
-    assert "receiver stopped" in log
+    assert "receiver.stopped" in log

@@ -25,12 +25,12 @@ from typing import Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from jwt.types import Options
 from pydantic import Field, field_validator, model_validator
 
 from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, nothing
 from receiver.auth.material import KeyFile, LiveKey, LiveSecret, Secret, as_key_files, load_public_keys, load_secrets
 from receiver.auth.replay_cache import ReplayCache
+from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
@@ -90,17 +90,6 @@ _KEY_TYPES: dict[str, tuple[type[Any], ...]] = {
     "ES": (ec.EllipticCurvePublicKey,),
     "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
 }
-SIGNATURE_ONLY: Options = {
-    "verify_signature": True,
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-    "verify_sub": False,
-    "verify_jti": False,
-    "require": [],
-}
 _CACHE_SIZE = 4096
 
 
@@ -144,16 +133,6 @@ class TimePolicy:
         if iat is not None and self.max_age is not None:
             ends.append(iat + self.max_age + self.leeway)
         return min(ends)
-
-
-def numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"the token's `{name}` claim must be a number of Unix seconds"  # also used for Funk tokens
-        raise InvalidTokenError(msg)
-    return float(value)
 
 
 def _strings(value: Any) -> frozenset[str]:
@@ -310,7 +289,7 @@ class JwtVerifier:
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidTokenError as exc:
-                log.info("jwt rejected: %s", type(exc).__name__)
+                log.info("receiver.token_rejected", extra={"method": "jwt", "error": type(exc).__name__})
                 raise InvalidTokenError("the bearer token could not be decoded as a signed JWT") from exc
             return claims, key_id, not_after
         raise InvalidTokenError("the token's signature does not verify with this source's current keys")

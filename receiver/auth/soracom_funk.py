@@ -32,9 +32,9 @@ from jwt.types import Options
 from pydantic import Field, field_validator
 
 from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
-from receiver.auth.jwt import SIGNATURE_ONLY, numeric_claim
 from receiver.auth.material import KeyFile, LiveKey, as_key_files, load_public_keys
 from receiver.auth.replay_cache import ReplayCache
+from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
     InvalidTokenError,
@@ -168,7 +168,7 @@ class SoracomFunkVerifier:
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidTokenError as exc:
-                log.info("soracom funk token rejected: %s", type(exc).__name__)
+                log.info("receiver.token_rejected", extra={"method": "soracom_funk", "error": type(exc).__name__})
                 raise InvalidTokenError("the x-soracom-token could not be decoded as a signed JWT") from exc
             return key, claims
         raise InvalidTokenError("the x-soracom-token's signature does not verify with an unexpired Soracom key")

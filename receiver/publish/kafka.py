@@ -77,7 +77,9 @@ class KafkaPublisher:
                 async with asyncio.timeout(self._settings.shutdown_timeout_seconds):
                     await self._producer.stop()
             except TimeoutError:
-                log.exception("kafka producer did not flush within %gs", self._settings.shutdown_timeout_seconds)
+                log.exception(
+                    "receiver.kafka_flush_timeout", extra={"seconds": self._settings.shutdown_timeout_seconds}
+                )
 
     async def _connect(self, producer: AIOKafkaProducer) -> None:
         """Start the producer, retrying with capped exponential backoff until it connects."""
@@ -87,13 +89,15 @@ class KafkaPublisher:
                 await producer.start()
             except KafkaError as exc:
                 self._last_error = f"cannot reach {self._settings.bootstrap_servers}: {type(exc).__name__}"
-                log.warning("kafka producer not connected, retrying in %.1fs: %s", delay, exc)
+                log.warning(
+                    "receiver.kafka_connect_retry", extra={"retry_in_seconds": round(delay, 1), "error": str(exc)}
+                )
             except asyncio.CancelledError:
                 await producer.stop()  # shutdown before Kafka ever answered
                 raise
             else:
                 self._producer = producer
-                log.info("kafka producer connected to %s", self._settings.bootstrap_servers)
+                log.info("receiver.kafka_connected", extra={"bootstrap_servers": self._settings.bootstrap_servers})
                 return
             await producer.stop()
             await asyncio.sleep(delay)
@@ -113,11 +117,11 @@ class KafkaPublisher:
                     await ack
         except TimeoutError as exc:
             msg = f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
-            log.warning("kafka publish timed out after %gs", timeout)
+            log.warning("receiver.kafka_publish_timeout", extra={"seconds": timeout})
             raise KafkaUnavailableError(msg) from exc
         except KafkaError as exc:
             msg = "Kafka refused or lost the event; it was not accepted, retry later"
-            log.warning("kafka publish failed: %s", exc)
+            log.warning("receiver.kafka_publish_failed", extra={"error": str(exc)})
             raise KafkaUnavailableError(msg) from exc
 
     async def check(self) -> str | None:

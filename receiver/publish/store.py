@@ -146,7 +146,9 @@ class StorePublisher:
                 self._queue.task_done()
 
     def _write(self, records: list[Record]) -> None:
-        assert self._conn is not None
+        if self._conn is None:  # only written to between __aenter__ and __aexit__
+            msg = "the event store is not open"
+            raise StoreUnavailableError(msg)
         now = time.time()
         rows = [(r.topic, r.key, r.value, json.dumps([(k, v.decode()) for k, v in r.headers]), now) for r in records]
         with self._conn:  # one transaction, committed (and fsynced) on exit
