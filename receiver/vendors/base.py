@@ -8,8 +8,9 @@ does differently:
 
 * ``decode``: its batch rule. A body (JSON object or array, form, query string) becomes
   the list of message objects to validate, each then checked exactly like a single
-  message; ``None`` means "one message, the raw JSON body as it is" (the fast path).
-  Identity a credential proved (``Principal.proven``) is mapped here, by the vendor.
+  message. JSON is read strictly (``read_json``): ``NaN``, ``Infinity`` and duplicate
+  keys are refused. Identity a credential proved (``Principal.proven``) is mapped here,
+  by the vendor.
 * ``check``: field errors beyond the model's;
 * ``data``, ``subject``, ``time``, ``group``: what the envelope needs;
 * ``reading``: the device facts in the one vocabulary;
@@ -170,8 +171,6 @@ class JsonVendor:
         """Every message of the body validated and checked, or one 422 naming each bad field."""
         model = self.model_for(event)
         decoded = self.decode(event, inbound)
-        if decoded is None:
-            return Parsed([self._checked(event, validate_json(model, inbound, event))], batch=False)
         if decoded.batch and not decoded.items:
             msg = "a batch must be a non-empty JSON array"
             raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "empty", "msg": msg}])
@@ -190,16 +189,13 @@ class JsonVendor:
             raise _refusal(event, errors, len(decoded.items) if decoded.batch else None)
         return Parsed(messages, decoded.batch)
 
-    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
-        """A JSON array is a batch, each item one message; anything else takes the fast path."""
+    def decode(self, event: str, inbound: Inbound) -> Decoded:
+        """A JSON array is a batch, each item one message; anything else is one message."""
         del event
-        if inbound.body.lstrip()[:1] != b"[":
-            return None
-        items = load_json(inbound)
-        if not isinstance(items, list):  # pragma: no cover - a body starting with "[" that parses is a list
-            msg = "the body is not a JSON array"
-            raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}])
-        return Decoded(items, batch=True)
+        document = read_json(inbound)
+        if isinstance(document, list):
+            return Decoded(document, batch=True)
+        return Decoded([document], batch=False)
 
     def check(self, payload: Any) -> FieldErrors:
         del payload
@@ -231,12 +227,6 @@ class JsonVendor:
         del event, payload
         return None
 
-    def _checked(self, event: str, message: BaseModel) -> BaseModel:
-        errors = self.check(message)
-        if errors:
-            raise _refusal(event, errors, None)
-        return message
-
 
 def field_errors(exc: ValidationError) -> FieldErrors:
     """Pydantic's errors as ``{"loc", "type", "msg"}``, never echoing the input values."""
@@ -246,35 +236,57 @@ def field_errors(exc: ValidationError) -> FieldErrors:
     ]
 
 
-def validate_json(model: type[BaseModel], inbound: Inbound, event: str) -> BaseModel:
-    """Parse and validate a JSON body in one pass (pydantic-core), the fast path."""
-    body = inbound.body
+def read_json(inbound: Inbound) -> Any:
+    """The body as Python objects, strictly: ``NaN``, ``Infinity`` and duplicate keys are not JSON here.
+
+    A duplicate key would let what a signature covered and what is published differ in
+    meaning (the last value wins in most parsers), so it is refused like a syntax error.
+    """
     try:
-        if inbound.charset not in ("utf-8", "utf8"):
-            body = body.decode(inbound.charset).encode()
-        return model.model_validate_json(body)
+        text = inbound.body.decode(inbound.charset)
     except UnicodeDecodeError as exc:
         msg = f"the body is not valid {inbound.charset}"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
-    except ValidationError as exc:
-        raise _refusal(event, field_errors(exc), None) from exc
-
-
-def load_json(inbound: Inbound) -> Any:
-    """The body as Python objects; ``NaN`` and ``Infinity`` are not JSON and are refused."""
     try:
-        return json.loads(inbound.body.decode(inbound.charset), parse_constant=_no_constant)
-    except UnicodeDecodeError as exc:
-        msg = f"the body is not valid {inbound.charset}"
-        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        msg = f"the body repeats the key {exc.key[:40]!r} in one object; send each key once"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "duplicate_key", "msg": msg}]) from exc
     except ValueError as exc:
         msg = "the body is not valid JSON"
-        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}]) from exc
+        error = {"loc": "(body)", "type": "json_invalid", "msg": msg}
+        if isinstance(exc, _ConstantError):
+            msg += " (NaN and Infinity are not JSON numbers)"
+        raise InvalidPayloadError(msg, [error]) from exc
+    except RecursionError as exc:  # guarded by the nesting limit before parsing; never a 5xx if not
+        msg = "the body nests too deeply"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "too_deep", "msg": msg}]) from exc
+
+
+class _ConstantError(ValueError):
+    pass
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return obj
 
 
 def _no_constant(name: str) -> Any:
     msg = f"{name} is not a JSON number"
-    raise ValueError(msg)
+    raise _ConstantError(msg)
 
 
 def _refusal(event: str, errors: FieldErrors, batch_size: int | None) -> InvalidPayloadError:

@@ -217,7 +217,7 @@ class Sigfox(JsonVendor):
         super().__init__(options)
         self.downlinks = options.options.downlinks
 
-    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
+    def decode(self, event: str, inbound: Inbound) -> Decoded:
         """Form and query-string callbacks are one message of strings; JSON as any vendor's."""
         if inbound.media_type == "":
             return Decoded([dict(inbound.query)], batch=False)

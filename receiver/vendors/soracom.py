@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from receiver.vendors.base import Decoded, Inbound, JsonVendor, Position, Reading, load_json
+from receiver.vendors.base import Decoded, Inbound, JsonVendor, Position, Reading, read_json
 
 _IDENTITY_VALUE = r"^[A-Za-z0-9_.:-]{1,128}$"
 # Header -> key under "soracom"; where two headers give one key, the first present wins.
@@ -153,14 +153,14 @@ class Soracom(JsonVendor):
         "funnel": FunnelMessage,
     }
 
-    def decode(self, event: str, inbound: Inbound) -> Decoded | None:
+    def decode(self, event: str, inbound: Inbound) -> Decoded:
         """The device's body, whatever it is, is one message with Soracom's identity merged in.
 
         Funnel's envelope is Soracom's own JSON: it takes the common path.
         """
         if event == "funnel":
             return super().decode(event, inbound)
-        body = load_json(inbound)
+        body = read_json(inbound)
         identity = identity_of(inbound.proven if inbound.proven is not None else inbound.headers)
         if event in ("udp", "tcp") and isinstance(body, dict):
             return Decoded([{**body, "soracom": identity}], batch=False)
