@@ -1,7 +1,7 @@
 """Benchmark the receiver's callback path against a bare Starlette app, with a real Kafka broker.
 
 Not a test: it prints figures. One run starts a single-node KRaft broker
-(``scripts/kafka_broker.py``), the receiver (JWT auth, validation, CloudEvent, Kafka
+(``tests/support/kafka_broker.py``), the receiver (JWT auth, validation, CloudEvent, Kafka
 ``acks=all``) and a bare Starlette app served by uvicorn with the same options, loads
 each with wrk (or a Python fallback), and finally checks with a consumer that Kafka
 holds a record for every 2xx the receiver answered. Everything listens on 127.0.0.1
@@ -36,11 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tests.support import kafka_broker  # the editable install puts the repository root on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import kafka_broker  # noqa: E402 - lives in scripts/, which is not a package
 
 if TYPE_CHECKING:
     from types import FrameType

@@ -1,15 +1,12 @@
-"""Shared fixtures: key pairs, settings builders, the app, and the real Kafka broker."""
+"""Shared fixtures: key pairs, settings builders and the app; the real broker comes from tests/support."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +14,6 @@ from typing import Any
 
 import jwt
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from starlette.testclient import TestClient
@@ -25,8 +21,7 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.settings import Settings, build_settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from kafka_broker import Broker
+pytest_plugins = ("tests.support.kafka",)  # the session's Kafka broker and the topic_prefix fixture
 
 DOMAIN = "customer47.prod-eu-north-1.iotcomms.io"
 OTHER_DOMAIN = "customer48.prod-eu-north-1.iotcomms.io"
@@ -167,51 +162,3 @@ def store_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
     """The app on the embedded store (no Kafka), lifespan running."""
     with TestClient(create_app(make_settings())) as client:
         yield client
-
-
-# --- the real broker -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[Broker]:
-    """One real Kafka broker (KRaft) for the session; a broker that cannot start fails the tests."""
-    broker = Broker().start()
-    try:
-        yield broker
-    finally:
-        broker.cleanup()
-
-
-@pytest.fixture
-def topic_prefix() -> str:
-    """A prefix no other test uses, so each test sees only its own topics."""
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-async def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()
-        if topic not in cluster.topics():
-            return []
-        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = time.monotonic() + 30
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            if time.monotonic() > deadline:
-                msg = f"could not read {topic} up to its end offsets"
-                raise AssertionError(msg)
-            for batch in (await consumer.getmany(*partitions, timeout_ms=500)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
-
-
-def read_topic(broker: Broker, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on ``topic`` up to its current end offsets (none if it does not exist)."""
-    return asyncio.run(_read_topic(broker.bootstrap_servers, topic))

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from kafka_broker import Broker
-from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.audit import AuditTrail, RequestFacts
@@ -25,8 +23,10 @@ from tests.conftest import (
     claims,
     hs256_with_public_key,
     message_body,
-    read_topic,
 )
+from tests.support.kafka import read_topic
+from tests.support.kafka_broker import Broker
+from tests.support.ready import ready_client
 
 URL = "/v1/callbacks/customer47/message"
 
@@ -64,11 +64,7 @@ def test_audit_records_match_requests_one_for_one(
         {"headers": {"Authorization": f"Bearer {good_token}"}, "json": {"to": 1}},
         {"json": message_body()},
     ]
-    with TestClient(create_app(settings), client=("10.9.9.9", 4000)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    with ready_client(create_app(settings), client=("10.9.9.9", 4000)) as client:
         answers = []
         for index, request in enumerate(requests):
             headers = {**request.pop("headers", {}), "X-Request-ID": f"audit-{index}", "X-Forwarded-For": "192.0.2.44"}

@@ -23,13 +23,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from kafka_broker import Broker
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.auth.basic import hash_password
 from receiver.settings import build_settings
-from tests.conftest import KeyPair, hs256_with_public_key, read_topic, unsigned_token
+from tests.conftest import KeyPair, hs256_with_public_key, unsigned_token
+from tests.support.kafka import read_topic
+from tests.support.kafka_broker import Broker
+from tests.support.ready import ready_client
 
 pytestmark = pytest.mark.kafka
 
@@ -173,11 +175,7 @@ def world(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         },
         environ=False,
     )
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").text
-            time.sleep(0.2)
+    with ready_client(create_app(settings)) as client:
         yield World(client, kafka_broker, prefix, iot, iot2, funk, funk_other)
 
 

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kafka_broker import Broker
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
@@ -21,9 +20,11 @@ from tests.conftest import (
     claims,
     hs256_with_public_key,
     message_body,
-    read_topic,
     unsigned_token,
 )
+from tests.support.kafka import read_topic
+from tests.support.kafka_broker import Broker, free_port
+from tests.support.ready import ready_client
 
 pytestmark = pytest.mark.kafka
 
@@ -34,20 +35,8 @@ URL = "/v1/callbacks/customer47/message"
 def kafka_client(kafka_broker: Broker, make_settings: SettingsFactory, topic_prefix: str) -> Iterator[TestClient]:
     """The app publishing to the session's broker, waited on until it is ready."""
     settings = make_settings(kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix})
-    with TestClient(create_app(settings)) as client:
-        wait_ready(client)
+    with ready_client(create_app(settings)) as client:
         yield client
-
-
-def wait_ready(client: TestClient, timeout: float = 60) -> None:
-    import time  # noqa: PLC0415
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"receiver not ready within {timeout}s: {client.get('/readyz').json()}")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -265,8 +254,7 @@ def test_stopped_broker_gives_503_and_acknowledges_nothing_unwritten(
                 "shutdown_timeout_seconds": 3,
             }
         )
-        with TestClient(create_app(settings)) as client:
-            wait_ready(client)
+        with ready_client(create_app(settings)) as client:
             accepted = []
             for n in range(3):
                 response = client.post(URL, json=message_body(body=f"m{n}"), headers=bearer(tenant_key.token(claims())))
@@ -289,8 +277,6 @@ def test_stopped_broker_gives_503_and_acknowledges_nothing_unwritten(
 
 def test_unreachable_broker_is_not_ready(make_settings: SettingsFactory, tenant_key: KeyPair) -> None:
     """A receiver whose broker never answers stays not-ready and answers 503, never 200."""
-    from kafka_broker import free_port  # noqa: PLC0415
-
     settings = make_settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz")

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import pytest
-from kafka_broker import free_port
 from starlette.testclient import TestClient
 
 from receiver.errors import RequestError, error_codes
 from tests.conftest import BASIC_PASSWORD, DOMAIN
+from tests.support.server import run_receiver
 
 
 def test_document_lists_every_error_code(store_client: TestClient) -> None:
@@ -82,29 +79,8 @@ sources:
       - {{type: basic, username: iotcomms, password_file: {directory / "pw"}}}
 """
     )
-    port = free_port()
-    with (directory / "receiver.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--port", str(port)],
-            stderr=log,
-            env={**os.environ},
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"receiver did not start: {Path(directory / 'receiver.log').read_text()}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with run_receiver(config) as receiver:
+        yield receiver.url
 
 
 BASIC = "Basic " + base64.b64encode(f"iotcomms:{BASIC_PASSWORD}".encode()).decode()

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_broker import Broker
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
 from receiver.cli import main
 from receiver.settings import Settings, build_settings
-from tests.conftest import read_topic
+from tests.support.kafka import read_topic
+from tests.support.kafka_broker import Broker
+from tests.support.ready import ready_client, wait_ready
 
 pytestmark = pytest.mark.kafka
 
@@ -74,11 +74,7 @@ def world(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     schema = directory / "schema.json"
     schema.write_text((FIXTURES / "generic" / "schema.json").read_text())
     prefix = f"p{uuid.uuid4().hex[:10]}"
-    with TestClient(create_app(settings_for(kafka_broker, prefix, schema))) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    with ready_client(create_app(settings_for(kafka_broker, prefix, schema))) as client:
         yield World(client, kafka_broker, prefix, schema)
 
 
@@ -290,11 +286,7 @@ def test_replay_brings_dead_letters_back_once_fixed(world: World, tmp_path: Path
     marker = uuid.uuid4().hex[:8].upper()
     reading = json.loads(fixture("generic", "message.json"))
     reading["meter"]["serial"] = f"R{marker}"
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    with ready_client(create_app(settings)) as client:
         refused = client.post("/v1/push/gen/message", json=reading, headers=AUTH)
         assert refused.status_code == 422
     config = tmp_path / "fixed.yaml"
@@ -334,17 +326,11 @@ def test_missing_topics_fail_readiness_until_created(kafka_broker: Broker, tmp_p
     data["sources"] = {"trk": data["sources"]["trk"]}
     data["routes"] = []
     with TestClient(create_app(build_settings(data, environ=False))) as client:
-        deadline = time.monotonic() + 30
-        while "missing topics" not in client.get("/readyz").text:
-            assert time.monotonic() < deadline, client.get("/readyz").text
-            time.sleep(0.2)
+        wait_ready(client, until=lambda answer: "missing topics" in answer.text, timeout=30)
         assert f"{prefix}.tracker.push" in client.get("/readyz").json()["message"]
     data["kafka"]["topics"] = {"check": True, "create": True, "partitions": 2}
     with TestClient(create_app(build_settings(data, environ=False))) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").text
-            time.sleep(0.2)
+        wait_ready(client)  # the receiver created the topics: 200
 
 
 def test_schemas_do_not_drift(capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,11 +373,7 @@ def test_static_answer_for_an_iotcomms_callback(kafka_broker: Broker, tmp_path: 
         },
         environ=False,
     )
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    with ready_client(create_app(settings)) as client:
         response = client.post("/v1/callbacks/c47/newCall", json={"sessionId": "s-9", "callId": "c-1"}, headers=AUTH)
     assert response.status_code == 200
     assert response.json() == answer

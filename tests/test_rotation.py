@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2 as httpx
 import jwt
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from kafka_broker import free_port
 
 from tests.conftest import DOMAIN, claims, message_body
+from tests.support.server import run_receiver
 
 
 def make_key(path: Path) -> bytes:
@@ -46,37 +43,6 @@ sources:
     )
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[[Path], tuple[subprocess.Popen[bytes], str]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(config: Path) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        with (tmp_path / "server.log").open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--port", str(port)],
-                stderr=log,
-                env=dict(os.environ),
-            )
-        started.append(process)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    return process, base
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def status(base: str, private_pem: bytes) -> int:
     token = jwt.encode(claims(), private_pem, algorithm="RS256")
     response = httpx.post(
@@ -97,37 +63,37 @@ def eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
     return False
 
 
-def test_sighup_rotates_keys(tmp_path: Path, server: Callable[[Path], tuple[subprocess.Popen[bytes], str]]) -> None:
+def test_sighup_rotates_keys(tmp_path: Path) -> None:
     """The old key works before SIGHUP, the new one after; the removed one is refused; a broken file changes nothing."""
     old_pem, new_pem = make_key(tmp_path / "old.pem"), make_key(tmp_path / "new.pem")
     config = tmp_path / "receiver.yaml"
     write_config(config, [tmp_path / "old.pem"], tmp_path / "events.db")
-    process, base = server(config)
-    assert status(base, old_pem) == 200
-    assert status(base, new_pem) == 401
+    with run_receiver(config) as receiver:
+        process, base = receiver.process, receiver.url
+        assert status(base, old_pem) == 200
+        assert status(base, new_pem) == 401
 
-    write_config(config, [tmp_path / "new.pem"], tmp_path / "events.db")
-    process.send_signal(signal.SIGHUP)
-    assert eventually(lambda: status(base, new_pem) == 200), (tmp_path / "server.log").read_text()
-    assert status(base, old_pem) == 401
+        write_config(config, [tmp_path / "new.pem"], tmp_path / "events.db")
+        process.send_signal(signal.SIGHUP)
+        assert eventually(lambda: status(base, new_pem) == 200), receiver.output()
+        assert status(base, old_pem) == 401
 
-    config.write_text("sources: [this is not a mapping")
-    process.send_signal(signal.SIGHUP)
-    assert eventually(lambda: "receiver.reload_refused" in (tmp_path / "server.log").read_text())
-    assert status(base, new_pem) == 200  # the broken file kept the working keys
-    assert process.poll() is None
+        config.write_text("sources: [this is not a mapping")
+        process.send_signal(signal.SIGHUP)
+        assert eventually(lambda: "receiver.reload_refused" in receiver.output())
+        assert status(base, new_pem) == 200  # the broken file kept the working keys
+        assert process.poll() is None
 
 
-def test_file_watch_picks_up_a_replaced_key(
-    tmp_path: Path, server: Callable[[Path], tuple[subprocess.Popen[bytes], str]]
-) -> None:
+def test_file_watch_picks_up_a_replaced_key(tmp_path: Path) -> None:
     """With reload_interval_seconds set, replacing a key file is enough (as a Secret volume update does)."""
     first = make_key(tmp_path / "key.pem")
     config = tmp_path / "receiver.yaml"
     write_config(config, [tmp_path / "key.pem"], tmp_path / "events.db", watch=0.2)
-    _, base = server(config)
-    assert status(base, first) == 200
-    time.sleep(1.1)  # a new modification time, whatever the filesystem's resolution
-    second = make_key(tmp_path / "key.pem")
-    assert eventually(lambda: status(base, second) == 200)
-    assert status(base, first) == 401
+    with run_receiver(config) as receiver:
+        base = receiver.url
+        assert status(base, first) == 200
+        time.sleep(1.1)  # a new modification time, whatever the filesystem's resolution
+        second = make_key(tmp_path / "key.pem")
+        assert eventually(lambda: status(base, second) == 200)
+        assert status(base, first) == 401

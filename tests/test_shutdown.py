@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from kafka_broker import Broker, free_port
 
-from tests.conftest import DOMAIN, KeyPair, claims, message_body, read_topic
+from tests.conftest import DOMAIN, KeyPair, claims, message_body
+from tests.support.kafka import read_topic
+from tests.support.kafka_broker import Broker
+from tests.support.server import run_receiver
 
 pytestmark = pytest.mark.kafka
-
-
-def start_receiver(config: Path, port: int) -> subprocess.Popen[bytes]:
-    with (config.parent / "receiver.log").open("wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, (config.parent / "receiver.log").read_text()
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("receiver did not become ready")
 
 
 async def drive(port: int, token: str, stop_after: float) -> tuple[list[str], int, int]:
@@ -78,7 +56,6 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
     kafka_broker: Broker, tenant_key: KeyPair, topic_prefix: str, tmp_path: Path
 ) -> None:
     """SIGTERM mid-load: readiness turns 503, the process exits in time, every 200 is in Kafka."""
-    port = free_port()
     config = tmp_path / "receiver.yaml"
     config.write_text(
         json.dumps(
@@ -104,8 +81,8 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
             }
         )
     )
-    process = start_receiver(config, port)
-    try:
+    with run_receiver(config) as receiver:
+        process, port = receiver.process, receiver.port
         token = tenant_key.token(claims(ttl=600))
 
         async def scenario() -> tuple[list[str], int, int, int]:
@@ -122,10 +99,7 @@ def test_sigterm_under_load_loses_no_acknowledged_event(
         assert ready_status == 503  # draining: still listening, no longer ready
         # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    log = (tmp_path / "receiver.log").read_text()
+    log = receiver.output()
     assert accepted, f"no request was accepted before shutdown:\n{log[-3000:]}"
     assert failed > 0, "the load did not run past the shutdown"
     written = {json.loads(r.value)["id"] for r in read_topic(kafka_broker, f"{topic_prefix}.iotcomms.message")}
