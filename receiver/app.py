@@ -53,12 +53,14 @@ def create_app(
     *,
     span_exporter: Any = None,
     reload_settings: Callable[[], Settings] | None = None,
+    publisher: Publisher | None = None,
 ) -> Starlette:
     """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now.
 
     ``reload_settings`` loads fresh settings for SIGHUP and the file watch (the CLI
     passes the config file's loader); ``span_exporter`` replaces the configured
-    OpenTelemetry exporter (tests pass an in-memory one).
+    OpenTelemetry exporter (tests pass an in-memory one); ``publisher`` replaces the
+    configured Kafka producer or store (tests of the pipeline pass an in-memory one).
     """
     sources = build_sources(settings)
     tracing = Tracing(settings.tracing, span_exporter)
@@ -89,26 +91,26 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         del app
         drain = Drain()
-        async with open_publisher(settings) as opened:
+        async with _given(publisher) if publisher is not None else open_publisher(settings) as opened:
             depth = getattr(opened, "depth", None)
             if depth is not None:
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
             pipeline = build_pipeline(settings, sources, opened, metrics, tracing)
-            publisher = pipeline.publisher
+            published = pipeline.publisher
             pipeline_ref.append(pipeline)
             reloader = None
             if reload_settings is not None:
                 reloader = Reloader(reload_settings, pipeline.replace_sources, watched_files(settings, None))
             if audit is not None:
-                audit.start(publisher)
+                audit.start(published)
             if topic_check is not None:
                 topic_check.start()
-            log.info("receiver.started", extra={"sources": len(sources), "publisher": publisher.name})
+            log.info("receiver.started", extra={"sources": len(sources), "publisher": published.name})
             async with _maybe(reloader, settings.server.reload_interval_seconds):
                 with drain_on_signals(drain, settings.server.drain_seconds):
                     yield State(
                         pipeline=pipeline,
-                        publisher=publisher,
+                        publisher=published,
                         metrics=metrics,
                         drain=drain,
                         tracing=tracing,
@@ -118,11 +120,11 @@ def create_app(
                         dry_run_token=dry_run_token,
                         topic_check=topic_check,
                     )
-            log.info("receiver.stopping", extra={"flushing": ["audit", publisher.name]})
+            log.info("receiver.stopping", extra={"flushing": ["audit", published.name]})
             if topic_check is not None:
                 await topic_check.stop()
             if audit is not None:
-                await audit.stop(publisher)
+                await audit.stop(published)
         tracing.shutdown()
         log.info("receiver.stopped")
 
@@ -138,6 +140,11 @@ def create_app(
             Exception: on_unexpected_error,
         },
     )
+
+
+@asynccontextmanager
+async def _given(publisher: Publisher) -> AsyncIterator[Publisher]:
+    yield publisher
 
 
 @asynccontextmanager

@@ -279,12 +279,26 @@ def _problems(exc: ValidationError) -> list[str]:
     return lines
 
 
+class _MappingOnly(Settings):
+    """The same tree, from the given mapping alone: no ``RECEIVER_*`` variable reaches it."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del settings_cls, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings,)
+
+
 def build_settings(data: dict[str, Any], *, environ: bool = True) -> Settings:
     """Validate a config mapping; with ``environ``, ``RECEIVER_*`` variables override it."""
     try:
-        if environ:
-            return Settings(**data)
-        return Settings.model_validate(data)
+        return Settings(**data) if environ else _MappingOnly(**data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from exc
 

@@ -2,7 +2,8 @@
 
 Each method in ``METHODS`` needs a ``Sample`` here (its settings, a valid credential, a
 wrong one); a method added without one fails ``test_every_method_has_a_sample``. Through
-the running app on the embedded store, each method must: keep its credential headers
+the running app (publishing into memory: nothing here is the broker's business), each
+method must: keep its credential headers
 out of dead letters and out of the vendor's view, have its refusals counted by
 ``receiver_auth_failures_total``, raise only codes the error tree calls authentication
 codes, and document the security scheme its settings configure.
@@ -30,9 +31,9 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.auth.methods import METHODS
 from receiver.errors import auth_codes
-from receiver.publish.store import connect, read_events
 from receiver.request_log import AUTH_CODES
 from receiver.settings import build_settings
+from tests.support.publisher import MemoryPublisher
 
 SECRET = "auth-contract-secret-0123456789abcdef"
 WH_SECRET = "whsec_" + base64.b64encode(b"auth-contract-webhook-secret-32b").decode()
@@ -159,7 +160,7 @@ SAMPLES: dict[str, Sample] = {
 class World:
     client: TestClient
     keys: Path
-    store: Path
+    published: MemoryPublisher
 
 
 @pytest.fixture(scope="module")
@@ -170,16 +171,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         name.replace("_", "-"): {"kind": "tracker", "auth": [sample.settings(directory)]}
         for name, sample in SAMPLES.items()
     }
-    settings = build_settings(
-        {
-            "store": {"path": str(directory / "events.db")},
-            "server": {"failure_limit_per_minute": 0},
-            "sources": sources,
-        },
-        environ=False,
-    )
-    with TestClient(create_app(settings)) as client:
-        yield World(client, directory, directory / "events.db")
+    settings = build_settings({"server": {"failure_limit_per_minute": 0}, "sources": sources}, environ=False)
+    published = MemoryPublisher()
+    with TestClient(create_app(settings, publisher=published)) as client:
+        yield World(client, directory, published)
 
 
 def post(world: World, method: str, headers: Headers) -> Any:
@@ -231,11 +226,7 @@ def test_credential_headers_never_reach_dead_letters(world: World, method: str) 
     sample = SAMPLES[method]
     answer = post(world, method, {**sample.valid(world.keys), "X-Marker": method})
     assert answer.status_code == 422, answer.text
-    conn = connect(world.store, readonly=True)
-    try:
-        letters = [json.loads(e.value) for e in read_events(conn, 0, "iot.deadletter")]
-    finally:
-        conn.close()
+    letters = [json.loads(record.value) for record in world.published.on("iot.deadletter")]
     (letter,) = [x for x in letters if x["headers"].get("x-marker") == method]
     assert sample.header not in letter["headers"]
     secret_values = {v for k, v in sample.valid(world.keys).items() if k.lower() == sample.header}

@@ -107,6 +107,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert "10.0.0.1:9092" in result.stdout
 
 
+def test_settings_without_environ_ignore_the_environment() -> None:
+    """``build_settings(..., environ=False)`` reads the mapping alone, whatever ``RECEIVER_*`` says (was: applied)."""
+    code = "from receiver.settings import build_settings as b; print(b({}, environ=False).kafka.bootstrap_servers)"
+    env = {**os.environ, "RECEIVER_KAFKA__BOOTSTRAP_SERVERS": "10.0.0.1:9092"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "None"
+
+
 def test_events_tail_prints_stored_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Events accepted on the embedded store are printed by ``events tail`` as JSON lines."""
     main(["keygen", "--out", str(tmp_path / "k")])
