@@ -73,6 +73,7 @@ def create_app(
             unauthenticated_per_second=settings.audit.unauthenticated_per_second,
             summary_interval=settings.audit.summary_interval_seconds,
             flush_interval=settings.audit.flush_interval_seconds,
+            is_known=lambda source: source in (pipeline_ref[0].sources if pipeline_ref else sources),
         )
         if settings.audit.enabled
         else None
@@ -132,7 +133,14 @@ def create_app(
         routes=ROUTES,
         lifespan=lifespan,
         middleware=[
-            Middleware(ObserveRequests, metrics=metrics, audit=audit, trusted_proxies=settings.server.trusted_proxies)
+            Middleware(
+                ObserveRequests,
+                metrics=metrics,
+                audit=audit,
+                trusted_proxies=settings.server.trusted_proxies,
+                max_header_bytes=settings.server.max_header_bytes,
+                max_headers=settings.server.max_headers,
+            )
         ],
         exception_handlers={
             RequestError: on_request_error,

@@ -35,6 +35,9 @@ log = logging.getLogger("receiver.audit")
 
 _MAX_BUFFER = 50_000
 _SUMMARY_CLIENTS = 10
+_MAX_CLIENTS = 10_000  # client addresses counted one by one per summary; the rest as one
+_OTHERS = "(others)"
+_UNKNOWN = "(unknown source)"
 AUTHENTICATED = "authenticated"
 
 
@@ -50,16 +53,18 @@ class RequestFacts:
 
 
 class AuditTrail:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings, wired once by create_app
         self,
         topic: str,
         *,
         unauthenticated_per_second: float,
         summary_interval: float,
         flush_interval: float,
+        is_known: Callable[[str], bool] = lambda _source: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.topic = topic
+        self._is_known = is_known
         self._rate = unauthenticated_per_second
         self._summary_interval = summary_interval
         self._flush_interval = flush_interval
@@ -90,9 +95,14 @@ class AuditTrail:
             "event_id": outcome.event_id,
             "latency_ms": facts.latency_ms,
         }
-        if outcome.principal is None and not self._allow(outcome.source or "", facts.finished_at):
-            key = (outcome.source or "", str(entry["code"]))
-            self._suppressed.setdefault(key, Counter())[outcome.client_ip] += 1
+        # Flood control is keyed by what the config names: a source name the config does not
+        # know is the sender's choice, so all of them share one allowance and one summary.
+        source = outcome.source or ""
+        flood_key = source if not source or self._is_known(source) else _UNKNOWN
+        if outcome.principal is None and not self._allow(flood_key, facts.finished_at):
+            clients = self._suppressed.setdefault((flood_key, str(entry["code"])), Counter())
+            client = outcome.client_ip if outcome.client_ip in clients or len(clients) < _MAX_CLIENTS else _OTHERS
+            clients[client] += 1
             return
         self._append(entry)
 

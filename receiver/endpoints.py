@@ -14,12 +14,18 @@ from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import to_json as json_bytes
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver.errors import AuthRequiredError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError
+from receiver.errors import (
+    AuthRequiredError,
+    ClientClosedError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from receiver.events import Accepted, Delivery, Outcome
 from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
@@ -43,7 +49,7 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect
+            raise ClientClosedError("the client closed the connection before its body arrived")
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:

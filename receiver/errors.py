@@ -10,7 +10,6 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   ├── NotFoundError               404 not_found           no such path
     │   ├── MethodNotAllowedError       405 method_not_allowed  (carries ``Allow``)
     │   ├── UnknownSourceError          404 unknown_source      no source with that id
-    │   ├── UnknownEventError           404 unknown_event       the source's vendor has no such callback
     │   ├── AuthError                   401 (carries ``WWW-Authenticate``)
     │   │   ├── AuthRequiredError       auth_required           no credentials this source accepts
     │   │   ├── InvalidCredentialsError invalid_credentials     Basic/Bearer credentials do not match
@@ -27,8 +26,12 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   ├── IpNotAllowedError           403 ip_not_allowed      client address not in the source's allow-list
     │   ├── RateLimitedError            429 rate_limited        over budget (carries ``Retry-After``, ``X-RateLimit-*``)
     │   ├── PayloadTooLargeError        413 payload_too_large
-    │   ├── UnsupportedMediaTypeError   415 unsupported_media_type
-    │   └── InvalidPayloadError         422 invalid_payload     (carries the field errors)
+    │   ├── HeadersTooLargeError        431 headers_too_large   header bytes or count over the server's limits
+    │   ├── ClientClosedError           499 client_closed       the client went away mid-request (no answer reaches it)
+    │   └── ContentError                refused for what the body is; an authenticated one is dead-lettered
+    │       ├── UnknownEventError       404 unknown_event       the source's vendor has no such callback
+    │       ├── UnsupportedMediaTypeError 415 unsupported_media_type
+    │       └── InvalidPayloadError     422 invalid_payload     (carries the field errors)
     └── UnavailableError                503 (carries ``Retry-After``)
         ├── NotReadyError               503 not_ready           config or producer not up yet
         ├── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
@@ -89,10 +92,6 @@ class MethodNotAllowedError(RequestError):
 
 class UnknownSourceError(RequestError):
     status, code = 404, "unknown_source"
-
-
-class UnknownEventError(RequestError):
-    status, code = 404, "unknown_event"
 
 
 class AuthError(RequestError):
@@ -194,11 +193,33 @@ class PayloadTooLargeError(RequestError):
     status, code = 413, "payload_too_large"
 
 
-class UnsupportedMediaTypeError(RequestError):
+class HeadersTooLargeError(RequestError):
+    """The request's headers are larger, or more numerous, than ``server.max_header_*`` allow."""
+
+    status, code = 431, "headers_too_large"
+
+
+class ClientClosedError(RequestError):
+    """The client closed the connection before its request was read: its abort, not our failure."""
+
+    status, code = 499, "client_closed"
+
+
+class ContentError(RequestError):
+    """Refused for its content; when the sender was authenticated, the delivery is dead-lettered first."""
+
+    abstract = True
+
+
+class UnknownEventError(ContentError):
+    status, code = 404, "unknown_event"
+
+
+class UnsupportedMediaTypeError(ContentError):
     status, code = 415, "unsupported_media_type"
 
 
-class InvalidPayloadError(RequestError):
+class InvalidPayloadError(ContentError):
     """The body is not valid JSON or does not match the callback's schema."""
 
     status, code = 422, "invalid_payload"

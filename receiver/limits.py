@@ -52,6 +52,11 @@ class MinuteWindow:
             self.count += 1
         return allowed, self.budget(now)
 
+    def peek(self, now: float) -> Budget:
+        """The budget as it stands, nothing spent."""
+        self._roll(now)
+        return self.budget(now)
+
     def exhausted(self, now: float) -> bool:
         self._roll(now)
         return self.count >= self.limit

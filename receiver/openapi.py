@@ -16,7 +16,7 @@ from receiver.errors import error_codes
 from receiver.sources import Source
 
 _REF = "#/components/schemas/{model}"
-_NOT_ON_DELIVERY = {"not_ready", "not_found", "method_not_allowed"}
+_NOT_ON_DELIVERY = {"not_ready", "not_found", "method_not_allowed", "client_closed"}
 
 
 def _error_body(codes: list[str]) -> dict[str, Any]:

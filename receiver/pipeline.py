@@ -9,9 +9,10 @@ nothing. ``build_pipeline`` makes the one pipeline the app and dead-letter re-dr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 from pydantic import BaseModel
 
@@ -20,7 +21,7 @@ from receiver.admission import Admission
 from receiver.auth import Credentials, Principal
 from receiver.deadletter import deadletter_record, deadletter_topic
 from receiver.dedup import Deduplicator
-from receiver.errors import AuthError, InvalidPayloadError, RequestError, UnknownSourceError
+from receiver.errors import AuthError, ContentError, InvalidPayloadError, RequestError, UnknownSourceError
 from receiver.events import Accepted, CloudEvent, Delivery, Record
 from receiver.limits import Budget
 from receiver.metrics import Metrics
@@ -56,15 +57,18 @@ class Plan:
         )
 
 
-@contextmanager
-def refusal_context(budget: Budget | None) -> Iterator[None]:
-    """Every refusal inside carries the source's rate-limit state, as every answer does."""
-    try:
-        yield
-    except RequestError as exc:
-        if budget is not None:
-            exc.extra_headers.update(budget.headers())
-        raise
+class RefusalContext:
+    """Around the steps after admission: every refusal raised inside carries the source's rate-limit state."""
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.budget = budget
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, RequestError) and self.budget is not None:
+            exc.extra_headers.update(self.budget.headers())
 
 
 class Pipeline:
@@ -104,19 +108,20 @@ class Pipeline:
     async def process(self, delivery: Delivery, *, publish: bool = True) -> Accepted:
         """Answer only after the publisher made the events durable (or, in a dry run, never publish)."""
         source = self._source(delivery.source_id)
-        budget = self._admission.admit(source, delivery.client_ip, delivery.received_at)
-        with refusal_context(budget):
+        now = delivery.received_at
+        with RefusalContext(self._admission.admit(source, delivery.client_ip, now)) as context:
             principal = self._authenticate(source, delivery)
+            context.budget = self._admission.charge(source, now)  # only a proven sender spends it
             source.auth.authorize(principal)
             try:
                 parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
-            except RequestError as refused:
+                plan = self._plan(source, delivery, principal, parsed, track=publish)
+            except ContentError as refused:
                 return await self._dead_letter(source, delivery, principal, refused, publish=publish)
-            plan = self._plan(source, delivery, principal, parsed, track=publish)
             if publish:
-                await self._publish_fresh(source, plan, delivery.received_at)
+                await self._publish_fresh(source, plan, now)
                 principal.accept()  # durable now: from here on the same credential is a replay
-        return plan.accepted(budget)
+        return plan.accepted(context.budget)
 
     async def redrive(self, delivery: Delivery, principal: Principal | None) -> Accepted:
         """Re-submit a dead letter: it was authenticated when it arrived, so intake onwards.
@@ -152,7 +157,7 @@ class Pipeline:
         return principal
 
     async def _dead_letter(
-        self, source: Source, delivery: Delivery, principal: Principal, refused: RequestError, *, publish: bool
+        self, source: Source, delivery: Delivery, principal: Principal, refused: ContentError, *, publish: bool
     ) -> Accepted:
         """Keep what an authenticated sender posted, then refuse it (or, with ``on_invalid: accept``, 202)."""
         if not publish:
@@ -173,14 +178,18 @@ class Pipeline:
         events: list[CloudEvent] = []
         records: list[Record] = []
         for index, message in enumerate(parsed.messages):
-            event = normalize(
-                delivery,
-                vendor,
-                message,
-                include_raw=source.settings.include_raw,
-                index=index if parsed.batch else None,
-                extensions=self._sequence_marks(source, vendor.reading(message)) if track else None,
-            )
+            try:
+                event = normalize(
+                    delivery,
+                    vendor,
+                    message,
+                    include_raw=source.settings.include_raw,
+                    index=index if parsed.batch else None,
+                    extensions=self._sequence_marks(source, vendor.reading(message)) if track else None,
+                )
+            except (ValueError, OverflowError, OSError) as exc:  # a value the models let through but time cannot hold
+                msg = f"the message cannot be made into an event ({type(exc).__name__}); check its times and numbers"
+                raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "unnormalizable", "msg": msg}]) from exc
             facts = Facts(source.id, vendor.kind, delivery.event, event.subject, vendor.group(message))
             where = destination(facts, self._routes, self._prefix, source.settings.topic)
             events.append(event)

@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 
 from pydantic import IPvAnyNetwork
+from pydantic_core import to_json as json_bytes
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admission import client_address
 from receiver.audit import AuditTrail, RequestFacts
-from receiver.errors import auth_codes
+from receiver.errors import HeadersTooLargeError, RequestError, auth_codes
 from receiver.events import Outcome
 from receiver.metrics import Metrics
 
@@ -45,17 +46,22 @@ def request_id(scope: Scope) -> str:
 
 
 class ObserveRequests:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - wired once by create_app, by keyword
         self,
         app: ASGIApp,
         metrics: Metrics,
+        *,
         audit: AuditTrail | None = None,
         trusted_proxies: Sequence[IPvAnyNetwork] = (),
+        max_header_bytes: int = 16384,
+        max_headers: int = 100,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.audit = audit
         self.trusted = list(trusted_proxies)
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,17 +82,33 @@ class ObserveRequests:
 
         self.metrics.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            oversized = self._oversized(scope["headers"])
+            if oversized is None:
+                await self.app(scope, receive, send_with_id)
+            else:  # refused before anything reads them
+                outcome.code, outcome.reason = oversized.code, oversized.message
+                await _refuse(send_with_id, oversized)
         finally:
             self.metrics.in_flight -= 1
             self._record(scope, outcome, status, time.perf_counter() - started)
 
+    def _oversized(self, headers: Sequence[tuple[bytes, bytes]]) -> HeadersTooLargeError | None:
+        if len(headers) > self.max_headers:
+            return HeadersTooLargeError(f"the request has more than {self.max_headers} headers; send fewer")
+        size = sum(len(name) + len(value) for name, value in headers)
+        if size > self.max_header_bytes:
+            msg = f"the request's headers are larger than {self.max_header_bytes} bytes; send smaller ones"
+            return HeadersTooLargeError(msg)
+        return None
+
     def _client(self, scope: Scope) -> str:
-        peer = (scope.get("client") or ("", 0))[0]
+        peer = str((scope.get("client") or ("", 0))[0])
         if not self.trusted:
-            return str(peer)
-        forwarded = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"), None)
-        return client_address(peer, forwarded, self.trusted)
+            return client_address(peer, None, self.trusted)
+        # Every X-Forwarded-For line, in order: a proxy that appends a line of its own must
+        # not leave the sender's first line in front.
+        lines = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        return client_address(peer, ",".join(lines) if lines else None, self.trusted)
 
     def _record(self, scope: Scope, outcome: Outcome, status: int, seconds: float) -> None:
         path = scope["path"]
@@ -123,3 +145,10 @@ class ObserveRequests:
                 "key_id": outcome.key_id,
             },
         )
+
+
+async def _refuse(send: Send, error: RequestError) -> None:
+    body = json_bytes(error.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

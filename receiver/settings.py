@@ -217,6 +217,8 @@ class ServerSettings(_Frozen):
     port: int = Field(default=8080, gt=0, lt=65536)
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
+    max_header_bytes: int = Field(default=16384, ge=1024, description="larger header sections get 431")
+    max_headers: int = Field(default=100, ge=10, description="more header lines get 431")
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list, description="peers whose X-Forwarded-For is believed"
     )

@@ -278,7 +278,7 @@ class JwtVerifier:
         except jwt.InvalidTokenError as exc:
             raise InvalidTokenError("the bearer token is not a well-formed JWT") from exc
         alg = header.get("alg")
-        if alg not in self._algorithms:
+        if not isinstance(alg, str) or alg not in self._algorithms:
             allowed = ", ".join(sorted(self._algorithms))
             msg = f"the token's algorithm {str(alg)[:16]!r} is not accepted here; sign with {allowed}"
             raise InvalidTokenError(msg)

@@ -167,7 +167,8 @@ class Broker:
             "-cp", f"{lib}/*",
         ]  # fmt: skip
         if not (self.workdir / "data" / "meta.properties").exists():
-            fmt = [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)]
+            # `--cluster-id=<id>`: an id may start with "-", which argparse would take for an option.
+            fmt = [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)]
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 msg = f"kafka storage format failed:\n{result.stdout}{result.stderr}"
