@@ -110,7 +110,7 @@ class Pipeline:
         source = self._source(delivery.source_id)
         now = delivery.received_at
         with RefusalContext(self._admission.admit(source, delivery.client_ip, now)) as context:
-            principal = self._authenticate(source, delivery)
+            principal = await self._authenticate(source, delivery)
             context.budget = self._admission.charge(source, now)  # only a proven sender spends it
             source.auth.authorize(principal)
             try:
@@ -145,10 +145,10 @@ class Pipeline:
             raise UnknownSourceError(msg)
         return source
 
-    def _authenticate(self, source: Source, delivery: Delivery) -> Principal:
+    async def _authenticate(self, source: Source, delivery: Delivery) -> Principal:
         credentials = Credentials(delivery.headers, delivery.body, delivery.received_at)
         try:
-            principal = source.auth.authenticate(credentials)
+            principal = await source.auth.authenticate(credentials)
         except AuthError:
             self._admission.failed(source, delivery.client_ip, delivery.received_at)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
@@ -98,18 +99,18 @@ def test_scheme_selects_one_method() -> None:
     """A Bearer header is not tried as Basic; a missing header asks for credentials."""
     auth = SourceAuth([PLAIN])
     with pytest.raises(AuthRequiredError) as caught:
-        auth.authenticate(request(f"Bearer {basic('iotcomms', 'pa:ss')}"))
+        asyncio.run(auth.authenticate(request(f"Bearer {basic('iotcomms', 'pa:ss')}")))
     assert "Basic" in caught.value.headers()["WWW-Authenticate"]
     with pytest.raises(AuthRequiredError):
-        auth.authenticate(request(None))
-    assert auth.authenticate(request(f"basic {basic('iotcomms', 'pa:ss')}")).method == "basic"
+        asyncio.run(auth.authenticate(request(None)))
+    assert asyncio.run(auth.authenticate(request(f"basic {basic('iotcomms', 'pa:ss')}"))).method == "basic"
 
 
 def test_wrong_bearer_does_not_fall_through_to_basic() -> None:
     """With Bearer and Basic configured, a wrong Bearer token is refused as a bearer token."""
     auth = SourceAuth([PLAIN, bearer_verifier()])
     with pytest.raises(InvalidCredentialsError) as caught:
-        auth.authenticate(request("Bearer nope"))
+        asyncio.run(auth.authenticate(request("Bearer nope")))
     assert caught.value.headers()["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -117,5 +118,5 @@ def test_wrong_password_challenge_names_basic() -> None:
     """A failed Basic attempt is answered with a Basic challenge."""
     auth = SourceAuth([PLAIN])
     with pytest.raises(InvalidCredentialsError) as caught:
-        auth.authenticate(request(f"Basic {basic('iotcomms', 'nope')}"))
+        asyncio.run(auth.authenticate(request(f"Basic {basic('iotcomms', 'nope')}")))
     assert caught.value.headers()["WWW-Authenticate"].startswith("Basic")

@@ -102,6 +102,10 @@ class Verifier(Protocol):
         """Does the request carry this method's credential at all (not: is it valid)?"""
         ...
 
+    def offload(self, credentials: Credentials) -> bool:
+        """Would verifying this credential hold the event loop (a slow hash not remembered)?"""
+        ...
+
     def verify(self, credentials: Credentials) -> Principal:
         """Return the principal, or raise one of the ``codes`` errors."""
         ...

@@ -7,11 +7,25 @@ device groups a token may post for) belongs here too, with the proof it reads.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from receiver.auth.base import Credentials, Expiry, MethodSettings, Principal, Verifier
 from receiver.auth.methods import CREDENTIAL_HEADERS, METHODS
-from receiver.errors import AuthError, AuthRequiredError, ConfigError, ForbiddenError
+from receiver.errors import AuthError, AuthRequiredError, ConfigError, ForbiddenError, RateLimitedError
+
+# Slow checks (Argon2) run here, two at a time, so the event loop keeps serving; beyond
+# SLOW_QUEUE waiting, more are refused at once instead of piling up.
+SLOW_WORKERS = 2
+SLOW_QUEUE = 64
+_slow_pool = ThreadPoolExecutor(max_workers=SLOW_WORKERS, thread_name_prefix="slow-auth")
+
+
+class _SlowLane:
+    """Counts the slow checks queued or running in this process."""
+
+    waiting = 0
 
 
 class SourceAuth:
@@ -30,7 +44,7 @@ class SourceAuth:
         self._restrict_groups = restrict_to_token_groups
         self.credential_headers = CREDENTIAL_HEADERS.union(*(v.credential_headers for v in self.verifiers))
 
-    def authenticate(self, credentials: Credentials) -> Principal:
+    async def authenticate(self, credentials: Credentials) -> Principal:
         """The credential the request carries decides the one method tried: no falling through."""
         verifier = self._choose(credentials)
         if verifier is None:
@@ -38,7 +52,10 @@ class SourceAuth:
             msg = f"this source needs credentials; it accepts: {accepted}"
             raise AuthRequiredError(msg, self._challenges)
         try:
-            principal: Principal = verifier.verify(credentials)
+            if verifier.offload(credentials):
+                principal = await _off_the_loop(verifier, credentials)
+            else:
+                principal = verifier.verify(credentials)
         except AuthError as exc:
             if verifier.challenge and type(exc).challenge == AuthError.challenge:
                 exc.challenge = verifier.challenge
@@ -73,6 +90,17 @@ class SourceAuth:
     def expiries(self) -> Iterable[Expiry]:
         for verifier in self.verifiers:
             yield from verifier.expiries()
+
+
+async def _off_the_loop(verifier: Verifier, credentials: Credentials) -> Principal:
+    if _SlowLane.waiting >= SLOW_QUEUE:
+        msg = "too many password checks are in progress; retry in a second"
+        raise RateLimitedError(msg, retry_after=1)
+    _SlowLane.waiting += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_slow_pool, verifier.verify, credentials)
+    finally:
+        _SlowLane.waiting -= 1
 
 
 def build_source_auth(
