@@ -174,6 +174,33 @@ def test_refs_outside_the_schema_are_refused_at_load(ref: str) -> None:
         SchemaValidator({"properties": {"a": {"$ref": ref}}, "$defs": {"serial": {"type": "string"}}})
 
 
+@pytest.mark.parametrize(
+    "node",
+    [
+        pytest.param({"$dynamicRef": "http://127.0.0.1:9/meta"}, id="remote-dynamic-ref"),
+        pytest.param({"$dynamicRef": "meta.json#node"}, id="relative-dynamic-ref"),
+        pytest.param({"$id": "https://example.invalid/schema.json"}, id="nested-remote-id"),
+        pytest.param({"$id": "urn:example:schema"}, id="nested-urn-id"),
+    ],
+)
+def test_nothing_in_a_schema_can_fetch(node: dict[str, str]) -> None:
+    """A remote ``$dynamicRef`` or ``$id`` fails loading: no request ever opens a connection (was: fetched)."""
+    with pytest.raises(ValueError, match=r"\$dynamicRef|\$id"):
+        SchemaValidator({"properties": {"a": node}})
+
+
+def test_an_unresolvable_anchor_is_a_field_error_not_a_fetch() -> None:
+    """A local ``$dynamicRef`` naming no anchor gives a schema error for the body, never a 5xx or a fetch."""
+    validator = SchemaValidator({"properties": {"a": {"$dynamicRef": "#nowhere"}}})
+    assert validator.validate({"a": 1}) == [
+        {
+            "loc": "(schema)",
+            "type": "unresolvable",
+            "msg": "the source's JSON Schema has a reference that names nothing; fix the schema",
+        }
+    ]
+
+
 def test_local_refs_validate() -> None:
     """A ``$ref`` into ``$defs`` works, with errors at the referring field's path."""
     validator = SchemaValidator(

@@ -27,6 +27,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from pydantic import BaseModel, ConfigDict, field_validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from receiver.vendors.base import FieldErrors, JsonVendor, Reading, VendorOptions
 
@@ -52,7 +54,9 @@ class SchemaValidator:
             msg = f"{name} is not a valid draft 2020-12 JSON Schema: {exc.message} (at {where}); fix the schema"
             raise ValueError(msg) from exc
         _check_refs(schema, schema, name)
-        self._validator = Draft202012Validator(schema)
+        # An empty registry that retrieves nothing: a reference that escaped the checks above
+        # fails as a schema error, never as a fetch.
+        self._validator = Draft202012Validator(schema, registry=Registry())
 
     @classmethod
     def from_file(cls, path: str | Path) -> SchemaValidator:
@@ -71,7 +75,12 @@ class SchemaValidator:
         """The body's field errors, by path, each at most once; empty when it conforms."""
         errors: list[dict[str, str]] = []
         seen: set[tuple[str, str]] = set()
-        for error in sorted(self._validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
+        try:
+            found = sorted(self._validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
+        except Unresolvable:  # an anchor the load-time checks could not see: the schema's fault
+            msg = "the source's JSON Schema has a reference that names nothing; fix the schema"
+            return [{"loc": "(schema)", "type": "unresolvable", "msg": msg}]
+        for error in found:
             for entry in _entries(error):
                 if (entry["loc"], entry["type"]) not in seen:
                     seen.add((entry["loc"], entry["type"]))
@@ -221,18 +230,28 @@ def _time(value: Any) -> datetime | None:
 
 
 def _check_refs(node: Any, root: Any, name: str) -> None:
-    """Refuse a ``$ref`` that leaves the schema or names nothing in it."""
+    """Refuse any reference that leaves the schema or names nothing in it, and any remote ``$id``.
+
+    ``$ref`` and ``$dynamicRef`` must be fragments of this schema; an ``$id`` below the
+    root would start another resource that references could be resolved against. The
+    root may name itself (``$id``), as published schemas do. Nothing is ever fetched.
+    """
     if isinstance(node, list):
         for item in node:
             _check_refs(item, root, name)
     if not isinstance(node, Mapping):
         return
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        fragment = unquote(ref[1:]) if ref.startswith("#") else None
-        if fragment is None or (fragment.startswith("/") and resolve(root, fragment) is _MISSING):
-            msg = f"{name} has $ref {ref[:80]!r}, which points to nothing inside the schema; use #/$defs/..."
-            raise ValueError(msg)
+    for keyword in ("$ref", "$dynamicRef"):
+        ref = node.get(keyword)
+        if isinstance(ref, str):
+            fragment = unquote(ref[1:]) if ref.startswith("#") else None
+            if fragment is None or (fragment.startswith("/") and resolve(root, fragment) is _MISSING):
+                msg = f"{name} has {keyword} {ref[:80]!r}, which points to nothing inside the schema; use #/$defs/..."
+                raise ValueError(msg)
+    identifier = node.get("$id")
+    if node is not root and isinstance(identifier, str):
+        msg = f"{name} has $id {identifier[:80]!r} below its root: a schema here is one resource, resolved without a network"
+        raise ValueError(msg)
     for value in node.values():
         _check_refs(value, root, name)
 
