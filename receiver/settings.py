@@ -314,7 +314,11 @@ def load_settings(path: Path | None, *, environ: bool = True) -> Settings:
         except OSError as exc:
             raise ConfigError([f"(file): cannot read {path}: {exc.strerror}"]) from exc
         except yaml.YAMLError as exc:
-            raise ConfigError([f"(file): {path} is not valid YAML: {exc}"]) from exc
+            # The parser's own message quotes the offending line, which may hold a secret.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "a syntax error"
+            raise ConfigError([f"(file): {path} is not valid YAML: {problem}{where}"]) from exc
         if not isinstance(data, dict):
             raise ConfigError([f"(file): {path} must hold a mapping at the top level"])
     return build_settings(data, environ=environ)

@@ -336,6 +336,7 @@ def webhook_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
             f"{WH_SIGNATURE} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
             id="reference-multi-signature",
         ),
+        pytest.param(WH_SECRET, f"v1:abc v1,*** v1,AAAA {WH_SIGNATURE}", id="malformed-entries-beside-a-valid-one"),
     ],
 )
 def test_webhooks_reference_vectors(secret: str, signature: str) -> None:

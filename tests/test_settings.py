@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,29 @@ def test_unreadable_yaml_file(tmp_path: Path) -> None:
     bad.write_text("a: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad, environ=False)
+
+
+def test_yaml_errors_never_quote_the_file(tmp_path: Path) -> None:
+    """A YAML syntax error names the line and column, never the line's text (it may hold a secret)."""
+    config = tmp_path / "bad.yaml"
+    config.write_text('sources:\n  a:\n    auth: [{type: basic, password: "s3cret-inline" x}]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ=False)
+    (problem,) = caught.value.problems
+    assert "line 3, column" in problem
+    assert "s3cret-inline" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o604, True), (0o600, False), (0o640, False)])
+def test_secret_files_others_can_read_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    """A secret file readable by other users is used, with a warning naming it; its own group may read it."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value\n")
+    secret.chmod(mode)
+    with caplog.at_level(logging.WARNING):
+        assert Secret(file=secret).secret().get_secret_value() == "s3cret-value"
+    exposed = [r for r in caplog.records if r.getMessage() == "receiver.secret_file_exposed"]
+    assert bool(exposed) is warned
+    assert all("s3cret" not in str(vars(r)) for r in caplog.records)

@@ -12,6 +12,9 @@ decided.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +27,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, mod
 
 from receiver.errors import ConfigError
 
+log = logging.getLogger("receiver.auth")
+
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 
 
@@ -32,8 +37,12 @@ class _Frozen(BaseModel):
 
 
 def read_secret(path: Path) -> SecretStr:
-    """Read a secret file as mounted by Kubernetes: trailing newline dropped, nothing else."""
+    """Read a secret file as mounted by Kubernetes: trailing newline dropped, nothing else.
+
+    A file others can read is used, with a warning naming it (never its content).
+    """
     try:
+        warn_if_exposed(path)
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"cannot read secret file {path}: {exc.strerror}"
@@ -43,6 +52,19 @@ def read_secret(path: Path) -> SecretStr:
         msg = f"secret file {path} is empty"
         raise ValueError(msg)
     return SecretStr(value)
+
+
+def warn_if_exposed(path: Path) -> None:
+    """Warn when users other than this process's own (and its groups) can read a secret file.
+
+    Group read for one of the process's groups is how Kubernetes shares a Secret with a
+    non-root container (``fsGroup``, the chart's ``defaultMode: 0440``), so that is fine.
+    """
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    foreign_group = info.st_gid != os.getgid() and info.st_gid not in os.getgroups()
+    if mode & (stat.S_IROTH | stat.S_IWOTH) or (mode & stat.S_IRGRP and foreign_group):
+        log.warning("receiver.secret_file_exposed", extra={"path": str(path), "mode": f"{mode:04o}"})
 
 
 class KeyFile(_Frozen):

@@ -135,24 +135,25 @@ def _required(credentials: Credentials, name: str) -> str:
 
 
 def _v1_signatures(header: str) -> list[bytes]:
-    """The decoded ``v1`` entries; other versions are skipped, a broken entry is an error."""
-    malformed = "the webhook-signature header is malformed; expected space-separated v1,<base64> entries"
+    """The decoded ``v1`` entries; entries of other versions, and malformed ones, are ignored.
+
+    The spec's verifiers accept when any ``v1`` entry verifies, so a sender may list a
+    signature we cannot read (a future scheme) beside one we can.
+    """
     signatures = []
     for entry in header.split():
         version, comma, encoded = entry.partition(",")
-        if not comma:
-            raise InvalidSignatureError(malformed)
-        if version != "v1":
+        if not comma or version != "v1":
             continue
         try:
             signature = b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidSignatureError(malformed) from exc
-        if len(signature) != _SIGNATURE_SIZE:
-            raise InvalidSignatureError(malformed)
-        signatures.append(signature)
+        except (binascii.Error, ValueError):
+            continue
+        if len(signature) == _SIGNATURE_SIZE:
+            signatures.append(signature)
     if not signatures:
-        raise InvalidSignatureError("the webhook-signature header has no v1 signature; HMAC-SHA256 is required")
+        msg = "the webhook-signature header has no well-formed v1 entry; expected space-separated v1,<base64> entries"
+        raise InvalidSignatureError(msg)
     return signatures
 
 

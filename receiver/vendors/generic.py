@@ -250,7 +250,7 @@ def _check_refs(node: Any, root: Any, name: str) -> None:
                 raise ValueError(msg)
     identifier = node.get("$id")
     if node is not root and isinstance(identifier, str):
-        msg = f"{name} has $id {identifier[:80]!r} below its root: a schema here is one resource, resolved without a network"
+        msg = f"{name} has $id {identifier[:80]!r} below its root; a schema here is one resource: drop it"
         raise ValueError(msg)
     for value in node.values():
         _check_refs(value, root, name)
