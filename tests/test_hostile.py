@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import pytest
 from starlette.testclient import TestClient
 
@@ -25,7 +26,7 @@ from tests.conftest import DOMAIN, KeyPair, claims, message_body
 from tests.support.publisher import MemoryPublisher
 
 TOKEN = "hostile-suite-token-0123456789"
-HS_SECRET = "hostile-suite-hs512-secret-0123456789abcdef0123456789abcdef"
+HS_SECRET = "hostile-suite-hs512-secret-0123456789abcdef0123456789abcdef-0123456789"
 PROXY = "10.0.0.2"
 SENDER = "192.0.2.7"
 
@@ -57,6 +58,10 @@ def make_world(key: KeyPair, **server: Any) -> Iterator[World]:
                 "fenced": {"kind": "tracker", "auth": static, "allowed_ips": ["198.51.100.0/24"]},
                 "sfx": {"kind": "sigfox", "auth": static},
                 "trk": {"kind": "tracker", "auth": static},
+                "platform": {
+                    "kind": "tracker",
+                    "auth": [{"type": "jwt", "secrets": [{"value": HS_SECRET}], "subject": "test_user"}],
+                },
             },
         },
         environ=False,
@@ -215,3 +220,21 @@ def test_flood_of_unknown_source_names_is_aggregated(tenant_key: KeyPair) -> Non
     assert len(individual) <= 5 * (elapsed + 1) + 1
     assert sum(s["count"] for s in summaries) + len(individual) == 2000
     assert {s["source"] for s in summaries} == {"(unknown source)"}
+
+
+def test_tracker_platform_tokens_pass_the_tracker_defaults(world: World) -> None:
+    """The platform's own token (HS512, no iat, a two-day exp) passes a tracker source's jwt defaults (was: 401)."""
+    token = jwt.encode(
+        {"sub": "test_user", "roles": ["ROLE_DEVICE_WRITE"], "groups": ["g"], "exp": int(time.time()) + 2 * 86400},
+        HS_SECRET,
+        algorithm="HS512",
+    )
+    answer = world.client.post(
+        "/v1/push/platform", json={"deviceId": "d", "group": "g"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    expired = jwt.encode({"sub": "test_user", "exp": int(time.time()) - 3600}, HS_SECRET, algorithm="HS512")
+    refused = world.client.post(
+        "/v1/push/platform", json={"deviceId": "d", "group": "g"}, headers={"Authorization": f"Bearer {expired}"}
+    )
+    assert refused.json()["code"] == "token_expired"

@@ -7,15 +7,20 @@ the model is an assumption written down here and in the README: ``deviceId`` and
 seconds or RFC 3339), ``position`` (``lat``, ``lon``, ``accuracy`` in metres),
 ``temperature`` (°C), ``battery`` (%) and the raw ``payload`` (hex) are optional;
 unknown fields are kept.
+
+The platform's own tokens (HS512, ``sub``, ``roles``, ``groups`` and ``exp``, no
+``iat``, valid two days by default) pass a tracker source's ``jwt`` method as it is:
+``TrackerOptions`` sets that method's defaults to them (any key the config sets wins).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from receiver.vendors.base import JsonVendor, Reading
+from receiver.vendors.base import JsonVendor, Reading, VendorOptions
 from receiver.vendors.base import Position as ReadingPosition
 
 
@@ -42,10 +47,35 @@ class TrackerMessage(BaseModel):
     frame_counter: int | None = Field(default=None, alias="frameCounter", ge=0, description="the device's counter")
 
 
+# The platform's tokens: no `iat` (so no age rule), an `exp` always, HMAC-signed.
+PLATFORM_TOKEN_DEFAULTS = {"require_iat": False, "require_exp": True, "max_age_seconds": None}
+
+
+class TrackerOptions(VendorOptions):
+    """No keys of its own; the defaults of a tracker source's ``jwt`` method are the platform's tokens."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_tokens(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("auth"), list):
+            return data
+        return {**data, "auth": [_platform_token_defaults(method) for method in data["auth"]]}
+
+
+def _platform_token_defaults(method: Any) -> Any:
+    if not isinstance(method, dict) or method.get("type") != "jwt":
+        return method
+    defaults: dict[str, Any] = dict(PLATFORM_TOKEN_DEFAULTS)
+    if "secrets" in method and not ("public_keys" in method or "jwks_file" in method):
+        defaults["algorithms"] = ["HS512"]  # the platform signs with HS512
+    return {**defaults, **method}
+
+
 class Tracker(JsonVendor):
     kind = "tracker"
     type_prefix = "com.tracker."
     events = {"push": TrackerMessage, "message": TrackerMessage}
+    Options = TrackerOptions
 
     def subject(self, payload: TrackerMessage) -> str:
         return payload.device_id
