@@ -164,7 +164,9 @@ def test_beam_published_vectors(key: str, headers: dict[str, str], name: str) ->
     defaults = {"x-soracom-timestamp": LABS_TS, "x-soracom-signature-version": "20151001"}
     request = credentials({**defaults, **headers}, now=int(headers.get("x-soracom-timestamp", LABS_TS)) / 1000 + 5)
     principal = beam({"value": key, "id": "psk-1"}).verify(request)
-    assert principal == Principal(method="soracom_beam", name=name, key_id="psk-1", claims=principal.claims)
+    assert principal == Principal(
+        method="soracom_beam", name=name, key_id="psk-1", claims=principal.claims, proven=principal.claims
+    )
 
 
 def test_beam_docs_vector_claims() -> None:

@@ -27,6 +27,7 @@ from tests.support.publisher import MemoryPublisher
 
 TOKEN = "hostile-suite-token-0123456789"
 HS_SECRET = "hostile-suite-hs512-secret-0123456789abcdef0123456789abcdef-0123456789"
+BEAM_KEY = "hostile-suite-beam-psk"
 PROXY = "10.0.0.2"
 SENDER = "192.0.2.7"
 
@@ -58,6 +59,7 @@ def make_world(key: KeyPair, **server: Any) -> Iterator[World]:
                 "fenced": {"kind": "tracker", "auth": static, "allowed_ips": ["198.51.100.0/24"]},
                 "sfx": {"kind": "sigfox", "auth": static},
                 "trk": {"kind": "tracker", "auth": static},
+                "beam": {"kind": "soracom", "auth": [{"type": "soracom_beam", "keys": [{"value": BEAM_KEY}]}]},
                 "platform": {
                     "kind": "tracker",
                     "auth": [{"type": "jwt", "secrets": [{"value": HS_SECRET}], "subject": "test_user"}],
@@ -238,3 +240,41 @@ def test_tracker_platform_tokens_pass_the_tracker_defaults(world: World) -> None
         "/v1/push/platform", json={"deviceId": "d", "group": "g"}, headers={"Authorization": f"Bearer {expired}"}
     )
     assert refused.json()["code"] == "token_expired"
+
+
+def beam_signed(signed: dict[str, str], unsigned: dict[str, str] | None = None) -> dict[str, str]:
+    """Beam's headers: ``signed`` identity headers under a valid signature, plus ``unsigned`` ones beside it."""
+    stamp = str(int(time.time() * 1000))
+    pairs = "".join(f"{name}={value}" for name, value in sorted(signed.items()))
+    signature = hashlib.sha256(f"{BEAM_KEY}{pairs}x-soracom-timestamp={stamp}".encode()).hexdigest()
+    return {
+        **signed,
+        **(unsigned or {}),
+        "x-soracom-timestamp": stamp,
+        "x-soracom-signature-version": "20151001",
+        "x-soracom-signature": signature,
+    }
+
+
+def test_unsigned_identity_headers_count_for_nothing(world: World) -> None:
+    """A signed IMEI beside an unsigned X-Device-Id and operator id: the IMEI is the subject (was: d-VICTIM)."""
+    headers = beam_signed(
+        {"x-soracom-imei": "353000000000001"}, {"X-Device-Id": "d-VICTIM", "x-soracom-operator-id": "OP-FORGED"}
+    )
+    answer = world.client.post("/v1/push/beam/beam", json={"temp": 21.0}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    (record,) = world.published.records
+    event = json.loads(record.value)
+    assert event["subject"] == "353000000000001"
+    assert record.key == b"353000000000001"
+    identity = event["data"]["raw"]["soracom"]
+    assert "deviceId" not in identity
+    assert "operatorId" not in identity
+
+
+def test_inventory_devices_signing_x_soracom_device_id_are_accepted(world: World) -> None:
+    """An Inventory device that signs ``x-soracom-device-id`` is accepted under that id (was: 401)."""
+    headers = beam_signed({"x-soracom-device-id": "d-0001"})
+    answer = world.client.post("/v1/push/beam/beam", json={"temp": 21.0}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert json.loads(world.published.records[0].value)["subject"] == "d-0001"

@@ -9,8 +9,11 @@ in the fixed order Soracom documents (not the order the headers arrive in)::
 
 Only the headers Beam was told to add are present, and only those are signed. Sigfox
 and LoRaWAN devices sign ``x-soracom-sigfox-device-id`` / ``x-soracom-lora-device-id``
-and Inventory devices ``x-device-id`` instead; the cellular headers win when both kinds
-appear, as in Soracom's reference verifier, because a device's own headers pass through.
+and Inventory devices ``x-device-id`` or ``x-soracom-device-id`` instead; the cellular
+headers win when both kinds appear, as in Soracom's reference verifier, because a
+device's own headers pass through. What was signed is the principal's ``proven``
+identity: the vendor takes the device from it alone, so an unsigned identity header
+(an ``X-Device-Id`` beside a signed IMSI, an ``x-soracom-operator-id``) counts for nothing.
 
 The signature covers neither the body nor the path: it proves that Beam forwarded a
 request from that SIM at that time, and TLS between Beam and us protects the rest. So
@@ -39,6 +42,7 @@ _IDENTITY_GROUPS = (
     ("x-soracom-sigfox-device-id",),
     ("x-soracom-lora-device-id",),
     ("x-device-id",),
+    ("x-soracom-device-id",),
 )
 # The principal's name: the most specific identity present.
 _NAME_ORDER = (
@@ -49,6 +53,7 @@ _NAME_ORDER = (
     "x-soracom-sigfox-device-id",
     "x-soracom-lora-device-id",
     "x-device-id",
+    "x-soracom-device-id",
 )
 # No '=' allowed: a value can then never smuggle in a `name=` label of its own.
 _IDENTITY_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -120,8 +125,8 @@ class SoracomBeamVerifier:
         accept = self._seen.hook(signature, signed_at + self._window, credentials.now, replayed)
         values = dict(identity)
         name = next(values[n] for n in _NAME_ORDER if n in values)
-        claims = {**values, "x-soracom-timestamp": timestamp}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, accept=accept)
+        proven = {**values, "x-soracom-timestamp": timestamp}
+        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, accept=accept)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
