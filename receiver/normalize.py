@@ -5,10 +5,11 @@ names and units whoever sent them), with the vendor's own body beside them under
 ``raw`` unless the source turns that off. Callbacks that are not device readings
 (iotcomms) keep the vendor body as their data.
 
-The event id is derived from the delivery itself (source, callback name, the raw body
-bytes and, in a batch, the item's index, hashed with SHA-256 into an RFC 9562 UUIDv8),
-so a vendor's retry of the same request yields the same id and consumers can drop the
-duplicate.
+The event id is derived from the delivery itself (source, callback name, the identity
+the vendor declares for it, the raw body bytes and, in a batch, the item's index, hashed
+with SHA-256 into an RFC 9562 UUIDv8), so a vendor's retry of the same request yields
+the same id and consumers can drop the duplicate, while two devices' deliveries never
+share one.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def rfc3339(seconds: float) -> str:
     return f"{prefix}.{micros // 1000:03d}Z"
 
 
-def event_id(delivery: Delivery, index: int | None = None) -> str:
-    """The same delivery (source, callback, body, batch index) always gives the same id."""
+def event_id(delivery: Delivery, index: int | None = None, identity: str = "") -> str:
+    """The same delivery (source, callback, the vendor's identity, body, batch index) always gives the same id."""
     digest = hashlib.sha256(f"{delivery.source_id}\n{delivery.event}\n".encode())
+    if identity:
+        digest.update(f"@{identity}\n".encode())
     digest.update(delivery.body)
     if index is not None:
         digest.update(f"\n#{index}".encode())
@@ -70,6 +73,7 @@ def normalize(  # noqa: PLR0913 - the facts of one event, all needed
     *,
     include_raw: bool = True,
     index: int | None = None,
+    identity: str = "",
     extensions: dict[str, str] | None = None,
 ) -> CloudEvent:
     """Build the envelope; extension attributes carry the receive time and the source id."""
@@ -77,7 +81,7 @@ def normalize(  # noqa: PLR0913 - the facts of one event, all needed
     when = vendor.time(payload)
     reading = vendor.reading(payload)
     return CloudEvent(
-        id=event_id(delivery, index),
+        id=event_id(delivery, index, identity),
         source=f"urn:iot-receiver:{delivery.source_id}",
         type=vendor.type_prefix + delivery.event,
         subject=vendor.subject(payload),

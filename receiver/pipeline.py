@@ -185,6 +185,7 @@ class Pipeline:
                     message,
                     include_raw=source.settings.include_raw,
                     index=index if parsed.batch else None,
+                    identity=parsed.identity,
                     extensions=self._sequence_marks(source, vendor.reading(message)) if track else None,
                 )
             except (ValueError, OverflowError, OSError) as exc:  # a value the models let through but time cannot hold

@@ -57,7 +57,8 @@ def make_world(key: KeyPair, **server: Any) -> Iterator[World]:
                     "rate_limit": {"requests_per_minute": 5},
                 },
                 "fenced": {"kind": "tracker", "auth": static, "allowed_ips": ["198.51.100.0/24"]},
-                "sfx": {"kind": "sigfox", "auth": static},
+                "sfx": {"kind": "sigfox", "auth": static, "dedup_window_seconds": 600},
+                "sora": {"kind": "soracom", "auth": static, "dedup_window_seconds": 600},
                 "trk": {"kind": "tracker", "auth": static},
                 "beam": {"kind": "soracom", "auth": [{"type": "soracom_beam", "keys": [{"value": BEAM_KEY}]}]},
                 "platform": {
@@ -278,3 +279,28 @@ def test_inventory_devices_signing_x_soracom_device_id_are_accepted(world: World
     answer = world.client.post("/v1/push/beam/beam", json={"temp": 21.0}, headers=headers)
     assert answer.status_code == 200, answer.text
     assert json.loads(world.published.records[0].value)["subject"] == "d-0001"
+
+
+def test_sigfox_get_callbacks_of_two_devices_are_two_events(world: World) -> None:
+    """Two GET callbacks differing only in the device get two ids, both published (was: one id, one lost)."""
+    ids = []
+    for device in ("3D9F21", "3D9F22", "3D9F21"):
+        query = f"device={device}&time=1700000000&data=0a1b"
+        answer = world.client.get(f"/v1/push/sfx/uplink?{query}", headers=bearer())
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.json()["id"])
+    assert ids[0] != ids[1], "two devices, two deliveries"
+    assert ids[2] == ids[0], "the backend's retry of the same callback keeps its id"
+    assert sorted(json.loads(r.value)["subject"] for r in world.published.records) == ["3D9F21", "3D9F22"]
+
+
+def test_two_sims_sending_the_same_body_are_two_events(world: World) -> None:
+    """Beam bodies from two SIMs with the same reading get two ids, both published (was: one id)."""
+    ids = [
+        world.client.post(
+            "/v1/push/sora/beam", json={"temp": 21.0}, headers={**bearer(), "X-Soracom-Imsi": imsi}
+        ).json()["id"]
+        for imsi in ("440101234567890", "440109876543210")
+    ]
+    assert ids[0] != ids[1]
+    assert len(world.published.records) == 2

@@ -6,6 +6,8 @@ class derived from ``JsonVendor``. The class declares its ``kind``, ``type_prefi
 ``media_types`` and ``events`` (callback name -> pydantic model) and overrides what it
 does differently:
 
+* ``identity``: what, beside the body, tells one delivery from another (signed identity
+  headers, token claims, a GET's query string); it goes into the event id;
 * ``decode``: its batch rule. A body (JSON object or array, form, query string) becomes
   the list of message objects to validate, each then checked exactly like a single
   message. JSON is read strictly (``read_json``): ``NaN``, ``Infinity`` and duplicate
@@ -55,10 +57,11 @@ class Decoded(NamedTuple):
 
 
 class Parsed(NamedTuple):
-    """Validated messages; ``batch`` when the body was a batch, even of one."""
+    """Validated messages; ``batch`` when the body was a batch, even of one; the delivery's identity."""
 
     messages: Sequence[BaseModel]
     batch: bool
+    identity: str = ""  # what tells this delivery from another beside its body (see ``JsonVendor.identity``)
 
 
 class Position(BaseModel):
@@ -125,6 +128,8 @@ class Vendor(Protocol):
 
     def parse(self, event: str, inbound: Inbound) -> Parsed: ...
 
+    def identity(self, event: str, inbound: Inbound) -> str: ...
+
     def data(self, payload: Any) -> Any: ...
 
     def subject(self, payload: Any) -> str: ...
@@ -187,7 +192,7 @@ class JsonVendor:
             errors.extend({"index": index, **e} if decoded.batch else e for e in found)
         if errors:
             raise _refusal(event, errors, len(decoded.items) if decoded.batch else None)
-        return Parsed(messages, decoded.batch)
+        return Parsed(messages, decoded.batch, self.identity(event, inbound))
 
     def decode(self, event: str, inbound: Inbound) -> Decoded:
         """A JSON array is a batch, each item one message; anything else is one message."""
@@ -196,6 +201,16 @@ class JsonVendor:
         if isinstance(document, list):
             return Decoded(document, batch=True)
         return Decoded([document], batch=False)
+
+    def identity(self, event: str, inbound: Inbound) -> str:
+        """What, beside the body, tells one delivery from another: it goes into the event id.
+
+        Only what was proven or what the request itself is (a GET's query string) belongs
+        here, and nothing that changes when the vendor retries the same delivery. The
+        default, for vendors whose body names the device: nothing.
+        """
+        del event, inbound
+        return ""
 
     def check(self, payload: Any) -> FieldErrors:
         del payload

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -238,6 +238,13 @@ class Sigfox(JsonVendor):
         for name, value in pairs:
             fields.setdefault(name, value)  # a repeated name keeps its first value, as the query string does
         return Decoded([fields], batch=False)
+
+    def identity(self, event: str, inbound: Inbound) -> str:
+        """A GET callback carries everything in its query string: that is the delivery."""
+        del event
+        if inbound.media_type != "":
+            return ""
+        return urlencode(sorted(inbound.query.items()))
 
     def subject(self, payload: SigfoxCallback) -> str:
         """The device id in upper case, so one device keys one Kafka partition however it was typed."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -165,6 +166,17 @@ class Soracom(JsonVendor):
         if event in ("udp", "tcp") and isinstance(body, dict):
             return Decoded([{**body, "soracom": identity}], batch=False)
         return Decoded([{"soracom": identity, "body": body}], batch=False)
+
+    def identity(self, event: str, inbound: Inbound) -> str:
+        """The device and time Soracom stated (signed or token-proven where the source checks that).
+
+        Beam forwards the device's body as it is: two SIMs sending ``{"temp": 21.0}`` are two
+        deliveries. Funnel's envelope names its device in the body.
+        """
+        if event == "funnel":
+            return ""
+        stated = identity_of(inbound.proven if inbound.proven is not None else inbound.headers)
+        return json.dumps(stated, sort_keys=True, separators=(",", ":"))
 
     def subject(self, payload: BaseModel) -> str:
         """IMSI, else SIM id, else device id, else IMEI: the SIM is what Soracom bills and groups."""
