@@ -76,6 +76,21 @@ class CloudEvent:
     def to_json(self) -> bytes:
         return json_bytes(self.to_dict())
 
+    def binary_headers(self) -> list[tuple[str, bytes]]:
+        """Kafka binary content mode: every attribute as a ``ce_`` header, the data's type as ``content-type``."""
+        attributes = {
+            "specversion": SPECVERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": self.time,
+            **self.extensions,
+        }
+        return [("content-type", self.datacontenttype.encode())] + [
+            (f"ce_{name}", value.encode()) for name, value in attributes.items()
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -85,6 +100,7 @@ class Record:
     key: bytes
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+    event_id: str = ""  # the CloudEvent it carries, if any (not sent: for dedup and reports)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from receiver.publish import Publisher
 from receiver.publish.instrumented import InstrumentedPublisher
 from receiver.routing import Facts, destination, route
 from receiver.sequences import SequenceTracker
-from receiver.settings import RouteRule, Settings
+from receiver.settings import ContentMode, RouteRule, Settings
 from receiver.sources import Source
 from receiver.tracing import Tracing
 from receiver.vendors.base import Answer, Parsed
@@ -80,6 +80,7 @@ class Pipeline:
         admission: Admission,
         *,
         routes: Sequence[RouteRule] = (),
+        content_mode: ContentMode = "structured",
         on_sequence: Callable[[str, str], None] = lambda _source, _status: None,
     ) -> None:
         self._sources = sources
@@ -87,6 +88,7 @@ class Pipeline:
         self._prefix = topic_prefix
         self._admission = admission
         self._routes = list(routes)
+        self._content_mode = content_mode
         self._on_sequence = on_sequence
         self._dedup = Deduplicator()
         self._sequences = SequenceTracker()
@@ -194,7 +196,7 @@ class Pipeline:
             facts = Facts(source.id, vendor.kind, delivery.event, event.subject, vendor.group(message))
             where = destination(facts, self._routes, self._prefix, source.settings.topic)
             events.append(event)
-            records.extend(route(event, where))
+            records.extend(route(event, where, self._content_mode))
         return Plan(events, records, self._answer(source, delivery.event, parsed.messages), parsed.batch)
 
     @staticmethod
@@ -220,7 +222,7 @@ class Pipeline:
         records = list(plan.records)
         if window > 0:
             seen = {e.id for e in plan.events if self._dedup.seen(e.id, now)}
-            records = [r for r in records if dict(r.headers).get("ce_id", b"").decode() not in seen]
+            records = [r for r in records if r.event_id not in seen]
         if not records:
             return
         await self._publisher.publish(records)
@@ -243,5 +245,11 @@ def build_pipeline(
     )
     admission = Admission(sources, settings.server.failure_limit_per_minute)
     return Pipeline(
-        sources, instrumented, prefix, admission, routes=settings.routes, on_sequence=metrics.count_sequence
+        sources,
+        instrumented,
+        prefix,
+        admission,
+        routes=settings.routes,
+        content_mode=settings.kafka.content_mode,
+        on_sequence=metrics.count_sequence,
     )

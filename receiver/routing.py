@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from pydantic_core import to_json as json_bytes
+
 from receiver.events import CLOUDEVENTS_JSON, CloudEvent, Record
-from receiver.settings import RouteRule
+from receiver.settings import ContentMode, RouteRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +67,17 @@ def destination(facts: Facts, rules: Sequence[RouteRule], prefix: str, source_to
     return Destination(rule.topics, key, tuple(rule.headers.items()), index)
 
 
-def route(event: CloudEvent, where: Destination) -> list[Record]:
-    """The Kafka records for one event: structured-mode CloudEvent with ``ce_*`` headers."""
-    headers = [
-        ("content-type", CLOUDEVENTS_JSON.encode()),
-        ("ce_id", event.id.encode()),
-        ("ce_type", event.type.encode()),
-        ("ce_source", event.source.encode()),
-        *((name, text.encode()) for name, text in where.headers),
-    ]
-    value = event.to_json()
+def route(event: CloudEvent, where: Destination, mode: ContentMode = "structured") -> list[Record]:
+    """The Kafka records for one event, in the CloudEvents Kafka binding's content mode.
+
+    Structured: the whole envelope is the value, ``content-type`` says so, and no header
+    starts with ``ce_`` (a reader would take it for binary mode). Binary: the data is the
+    value, every attribute a ``ce_`` header, ``content-type`` the data's type.
+    """
+    if mode == "binary":
+        headers, value = event.binary_headers(), json_bytes(event.data)
+    else:
+        headers, value = [("content-type", CLOUDEVENTS_JSON.encode())], event.to_json()
+    headers += [(name, text.encode()) for name, text in where.headers]
     key = where.key.encode()
-    return [Record(topic=topic, key=key, value=value, headers=headers) for topic in where.topics]
+    return [Record(topic=topic, key=key, value=value, headers=headers, event_id=event.id) for topic in where.topics]

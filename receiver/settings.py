@@ -134,6 +134,18 @@ class RouteRule(_Frozen):
     key: Literal["subject", "source", "device", "none"] = "subject"
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers")
+    @classmethod
+    def _not_cloudevents(cls, headers: dict[str, str]) -> dict[str, str]:
+        taken = sorted(name for name in headers if name.lower().startswith("ce_") or name.lower() == "content-type")
+        if taken:
+            msg = f"{', '.join(taken)}: ce_* and content-type headers belong to the CloudEvents binding; rename them"
+            raise ValueError(msg)
+        return headers
+
+
+ContentMode = Literal["structured", "binary"]
+
 
 class TopicSettings(_Frozen):
     """Startup checks of the target topics; ``create`` makes the missing ones."""
@@ -169,6 +181,9 @@ class KafkaSettings(_Frozen):
     request_timeout_ms: int = Field(default=30000, ge=1000)
     max_batch_size: int = Field(default=1048576, ge=1024)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    content_mode: ContentMode = Field(
+        default="structured", description="CloudEvents Kafka binding: the whole envelope as the value, or binary"
+    )
     topics: TopicSettings = TopicSettings()
 
     @field_validator("bootstrap_servers")

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka
+from cloudevents.core.formats.json import JSONFormat
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
@@ -58,8 +60,7 @@ def test_signed_callback_becomes_one_record(
     assert record.key == DOMAIN.encode()
     headers = dict(record.headers)
     assert headers["content-type"] == b"application/cloudevents+json"
-    assert headers["ce_id"] == event_id.encode()
-    assert headers["ce_type"] == b"io.iotcomms.message"
+    assert not [name for name in headers if name.startswith("ce_")], "structured mode: no ce_ header"
     event = json.loads(record.value)
     assert event["specversion"] == "1.0"
     assert event["id"] == event_id
@@ -71,6 +72,34 @@ def test_signed_callback_becomes_one_record(
     assert event["time"].endswith("Z")
     assert event["receivedtime"].endswith("Z")
     assert event["data"] == body  # replyId verbatim, unknown fields kept
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+def test_records_read_back_with_the_cloudevents_sdk(
+    kafka_broker: Broker, make_settings: SettingsFactory, tenant_key: KeyPair, topic_prefix: str, mode: str
+) -> None:
+    """The official SDK's ``from_kafka`` reads the record as the event we built, in either content mode.
+
+    Before, structured records also carried ``ce_*`` headers, which the SDK takes for binary
+    mode: it then read the whole envelope as the data.
+    """
+    kafka = {"bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": topic_prefix, "content_mode": mode}
+    body = message_body()
+    with ready_client(create_app(make_settings(kafka=kafka))) as client:
+        response = client.post(URL, json=body, headers=bearer(tenant_key.token(claims())))
+        assert response.status_code == 200, response.text
+    (record,) = read_topic(kafka_broker, f"{topic_prefix}.iotcomms.message")
+    message = KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    event = from_kafka(message, JSONFormat())
+    assert event.get_id() == response.json()["id"]
+    assert event.get_type() == "io.iotcomms.message"
+    assert event.get_source() == "urn:iot-receiver:customer47"
+    assert event.get_subject() == DOMAIN
+    assert event.get_extension("sourceid") == "customer47"
+    assert event.get_data() == body
+    if mode == "binary":
+        assert dict(record.headers)["content-type"] == b"application/json"
+        assert json.loads(record.value) == body
 
 
 def test_basic_auth_callback_is_published(kafka_client: TestClient, kafka_broker: Broker, topic_prefix: str) -> None:
