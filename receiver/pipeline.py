@@ -9,19 +9,27 @@ nothing. ``build_pipeline`` makes the one pipeline the app and dead-letter re-dr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
 
 from pydantic import BaseModel
 
 from receiver import intake
 from receiver.admission import Admission
 from receiver.auth import Credentials, Principal
+from receiver.auth.replay_cache import Once
 from receiver.deadletter import deadletter_record, deadletter_topic
 from receiver.dedup import Deduplicator
-from receiver.errors import AuthError, ContentError, InvalidPayloadError, RequestError, UnknownSourceError
+from receiver.errors import (
+    AuthError,
+    ContentError,
+    InvalidPayloadError,
+    KafkaUnavailableError,
+    RequestError,
+    UnknownSourceError,
+)
 from receiver.events import Accepted, CloudEvent, Delivery, Record
 from receiver.limits import Budget
 from receiver.metrics import Metrics
@@ -110,19 +118,26 @@ class Pipeline:
     async def process(self, delivery: Delivery, *, publish: bool = True) -> Accepted:
         """Answer only after the publisher made the events durable (or, in a dry run, never publish)."""
         source = self._source(delivery.source_id)
-        now = delivery.received_at
-        with RefusalContext(self._admission.admit(source, delivery.client_ip, now)) as context:
+        with RefusalContext(self._admission.admit(source, delivery.client_ip, delivery.received_at)) as context:
             principal = await self._authenticate(source, delivery)
-            context.budget = self._admission.charge(source, now)  # only a proven sender spends it
-            source.auth.authorize(principal)
-            try:
-                parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
-                plan = self._plan(source, delivery, principal, parsed, track=publish)
-            except ContentError as refused:
-                return await self._dead_letter(source, delivery, principal, refused, publish=publish)
-            if publish:
-                await self._publish_fresh(source, plan, now)
-                principal.accept()  # durable now: from here on the same credential is a replay
+            handled = self._handle(source, delivery, principal, context, publish=publish)
+            if principal.once is None:
+                return await handled
+            return await exactly_once(principal.once, handled, keep=publish)  # copies get the first's answer
+
+    async def _handle(
+        self, source: Source, delivery: Delivery, principal: Principal, context: RefusalContext, *, publish: bool
+    ) -> Accepted:
+        """Charge, authorize, read, plan and publish one authenticated delivery; refused content is dead-lettered."""
+        context.budget = self._admission.charge(source, delivery.received_at)  # only a proven sender spends it
+        source.auth.authorize(principal)
+        try:
+            parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
+            plan = self._plan(source, delivery, principal, parsed, track=publish)
+        except ContentError as refused:
+            return await self._dead_letter(source, delivery, principal, refused, publish=publish)
+        if publish:
+            await self._publish_fresh(source, plan, delivery.received_at)
         return plan.accepted(context.budget)
 
     async def redrive(self, delivery: Delivery, principal: Principal | None) -> Accepted:
@@ -166,7 +181,6 @@ class Pipeline:
             raise refused
         letter = deadletter_record(delivery, refused, self._prefix, source.auth.credential_headers, principal)
         await self._publisher.publish([letter])
-        principal.accept()
         if isinstance(refused, InvalidPayloadError) and source.settings.on_invalid == "accept":
             return Accepted(event_id="", topics=[deadletter_topic(self._prefix)], status=202, code=refused.code)
         raise refused
@@ -229,6 +243,34 @@ class Pipeline:
         if window > 0:
             for event in plan.events:
                 self._dedup.remember(event.id, now, window)
+
+
+async def exactly_once(once: Once, delivered: Coroutine[Any, Any, Accepted], *, keep: bool = True) -> Accepted:
+    """Run the first copy of a signed request; a copy gets the first one's answer and runs nothing.
+
+    The first copy's answer is kept when it was durable (2xx, or a refusal whose delivery
+    was dead-lettered); otherwise (503, a refusal nothing was written for, a bug), or
+    without ``keep`` (a dry run), the hold is released so a retry is processed afresh.
+    """
+    if not once.first:
+        delivered.close()
+        earlier = await once.earlier_answer()
+        if isinstance(earlier, RequestError):
+            raise earlier
+        return cast("Accepted", earlier)
+    try:
+        accepted = await delivered
+    except ContentError as refused:  # dead-lettered: durable
+        (once.settle if keep else once.release)(refused)
+        raise
+    except RequestError as refused:
+        once.release(refused)
+        raise
+    except BaseException:
+        once.release(KafkaUnavailableError("an identical request failed; retry"))
+        raise
+    (once.settle if keep else once.release)(accepted)
+    return accepted
 
 
 def build_pipeline(

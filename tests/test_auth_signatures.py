@@ -257,7 +257,9 @@ def test_beam_window(now: float, error: type[AuthError] | None) -> None:
 def test_beam_replay_refused_even_with_another_body() -> None:
     """The signature covers no body, so a signature is accepted once: a replay is refused."""
     verifier = beam()
-    verifier.verify(beam_request()).accept()  # the pipeline accepts once the event is durable
+    once = verifier.verify(beam_request()).once
+    assert once is not None
+    once.settle("the first answer")  # the pipeline settles once the event is durable
     again = credentials(BEAM_HEADERS, BEAM_NOW + 10, body=b'{"temperature": 99}')
     refused(verifier, again, ReplayedRequestError, BEAM_KEY, BEAM_SIGNATURE)
 
@@ -417,10 +419,24 @@ def test_webhooks_tolerance(now: float, error: type[AuthError] | None) -> None:
 
 
 def test_webhooks_replay_refused_until_window_passes() -> None:
-    """A webhook-id is accepted once; a retry re-signed after the tolerance is accepted again."""
+    """A webhook-id names one delivery: the same id over another body is refused, the same delivery is a copy.
+
+    A copy is answered with the first one's answer by the pipeline; after the tolerance
+    the id starts afresh.
+    """
     verifier = webhooks()
-    verifier.verify(webhook_request()).accept()  # the pipeline accepts once the event is durable
-    refused(verifier, webhook_request(now=WH_TS + 5), ReplayedRequestError, WH_SECRET, WH_SIGNATURE[3:])
+    first = verifier.verify(webhook_request()).once
+    assert first is not None
+    assert first.first
+    first.settle("the first answer")  # the pipeline settles once the event is durable
+    copy = verifier.verify(webhook_request(now=WH_TS + 5)).once
+    assert copy is not None
+    assert not copy.first
+    other_body = b'{"type": "forged"}'
+    forged = webhook_request(
+        {"webhook-signature": webhook_signature(WH_SECRET, WH_ID, WH_TS, other_body)}, now=WH_TS + 5, body=other_body
+    )
+    refused(verifier, forged, ReplayedRequestError, WH_SECRET, WH_SIGNATURE[3:])
     retry_ts = WH_TS + 301
     retry = webhook_request(
         {
@@ -615,8 +631,8 @@ def funk(*keys: dict[str, Any], operator_id: str = "OP9012345678") -> SoracomFun
     return SoracomFunkVerifier.from_settings(settings)
 
 
-def funk_request(token: str | None, now: float = FUNK_NOW) -> Credentials:
-    return credentials({"x-soracom-token": token}, now, b"\x01\x02")
+def funk_request(token: str | None, now: float = FUNK_NOW, body: bytes = b"\x01\x02") -> Credentials:
+    return credentials({"x-soracom-token": token}, now, body)
 
 
 def claims_with(ctx: Mapping[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
@@ -677,13 +693,16 @@ def test_funk_claims_refused(soracom: Signer, claims: dict[str, Any], error: typ
 
 
 def test_funk_too_old_and_replayed(soracom: Signer) -> None:
-    """A token older than max_age is refused; an accepted jti is refused the second time."""
+    """A token older than max_age is refused and holds nothing; a used jti is refused for another body."""
     verifier = funk({"path": str(soracom.public_path)})
     token = soracom.token(claims_with())
     with pytest.raises(TokenTooOldError):
         verifier.verify(funk_request(token, FUNK_IAT + 301 + 30))
-    verifier.verify(funk_request(token, FUNK_NOW)).accept()
-    refused(verifier, funk_request(token, FUNK_NOW + 1), ReplayedRequestError)
+    once = verifier.verify(funk_request(token, FUNK_NOW)).once
+    assert once is not None
+    assert once.first, "the refused attempt did not reserve the jti"
+    once.settle("the first answer")
+    refused(verifier, funk_request(token, FUNK_NOW + 1, body=b'{"other": 1}'), ReplayedRequestError)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from receiver.auth.replay_cache import Once
 from receiver.errors import AuthError
 
 # Headers that carry a credential in HTTP itself, whichever method a source uses.
@@ -55,8 +56,8 @@ class Principal:
     claims: Mapping[str, Any] = field(default_factory=dict)
     proven: Mapping[str, str] | None = None
     """Device identity the credential itself proves (header name -> value); vendors prefer it."""
-    accept: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
-    """Called once the request was durably handled: replay caches remember it only then."""
+    once: Once | None = field(default=None, compare=False, repr=False)
+    """The hold on a signed request id, for credentials that may be used once (see ``replay_cache``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +125,3 @@ class Method:
     build: Callable[[Any, str | None], Verifier]  # (its settings, the source's default subject)
     codes: frozenset[type[AuthError]]  # the refusals it raises
     credential_headers: frozenset[str]  # its default header names, scrubbed for every source
-
-
-def nothing() -> None:
-    """An ``accept`` hook for credentials with no replay memory."""
-    return

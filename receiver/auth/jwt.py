@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +27,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from pydantic import Field, field_validator, model_validator
 
-from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, nothing
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
 from receiver.auth.material import KeyFile, LiveKey, LiveSecret, Secret, as_key_files, load_public_keys, load_secrets
-from receiver.auth.replay_cache import ReplayCache
+from receiver.auth.replay_cache import Once, ReplayCache
 from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
@@ -249,7 +249,7 @@ class JwtVerifier:
         except InvalidTokenError:
             self._verified.pop(token, None)
             raise
-        accept = self._refuse_replay(self._replays, claims, now) if self._replays is not None else nothing
+        once = self._reserve(self._replays, claims, credentials) if self._replays is not None else None
         groups = claims.get("groups")
         return Principal(
             method=self.method,
@@ -258,7 +258,7 @@ class JwtVerifier:
             roles=_strings(claims.get("roles", claims.get("scope"))),
             groups=None if groups is None else _strings(groups),
             claims=claims,
-            accept=accept,
+            once=once,
         )
 
     def _candidates(self, alg: str, kid: str | None, now: float) -> list[tuple[Any, str, float | None]]:
@@ -311,12 +311,13 @@ class JwtVerifier:
             if self._audience not in audiences:
                 raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _refuse_replay(self, replays: ReplayCache, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
+    def _reserve(self, replays: ReplayCache, claims: Mapping[str, Any], credentials: Credentials) -> Once:
+        now = credentials.now
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidTokenError("this source requires a unique `jti` claim in every token")
-        replayed = "this token (`jti`) was already used; sign a new one for each request"
-        return replays.hook(jti, self._policy.valid_until(claims, now), now, replayed)
+        replayed = "this token (`jti`) was already used for another request; sign a new one for each request"
+        return replays.reserve(jti, self._policy.valid_until(claims, now), now, credentials.body, replayed)
 
 
 METHOD = Method(

@@ -121,12 +121,12 @@ class SoracomBeamVerifier:
         if signed_at - credentials.now > self._window:
             msg = f"the x-soracom-timestamp is more than {self._window} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
-        replayed = "this Soracom Beam signature was already used; send a fresh request"
-        accept = self._seen.hook(signature, signed_at + self._window, credentials.now, replayed)
+        replayed = "this Soracom Beam signature was already used for another request; send a fresh request"
+        once = self._seen.reserve(signature, signed_at + self._window, credentials.now, credentials.body, replayed)
         values = dict(identity)
         name = next(values[n] for n in _NAME_ORDER if n in values)
         proven = {**values, "x-soracom-timestamp": timestamp}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, accept=accept)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, once=once)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Self
 
 import jwt
@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 
 from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
 from receiver.auth.material import KeyFile, LiveKey, as_key_files, load_public_keys
-from receiver.auth.replay_cache import ReplayCache
+from receiver.auth.replay_cache import Once, ReplayCache
 from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
@@ -134,17 +134,19 @@ class SoracomFunkVerifier:
         ctx = claims.get("ctx")
         context: Mapping[str, Any] = ctx if isinstance(ctx, Mapping) else {}
         name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
-        accept = self._refuse_replay(claims, credentials.now)
+        once = self._reserve(claims, credentials)
         proven = {header: str(context[claim]) for claim, header in _PROVEN_HEADERS.items() if context.get(claim)}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, accept=accept)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, once=once)
 
-    def _refuse_replay(self, claims: Mapping[str, Any], now: float) -> Callable[[], None]:
-        """A token's ``jti`` is accepted once, for as long as its ``iat`` keeps it acceptable."""
+    def _reserve(self, claims: Mapping[str, Any], credentials: Credentials) -> Once | None:
+        """A token's ``jti`` is used for one request, for as long as its ``iat`` keeps it acceptable."""
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
-            return lambda: None  # the documented token carries a jti; without one only the age rule applies
+            return None  # the documented token carries a jti; without one only the age rule applies
+        now = credentials.now
         until = float(claims.get("iat", now)) + self._max_age + self._leeway
-        return self._seen.hook(jti, until, now, "this x-soracom-token (jti) was already used")
+        replayed = "this x-soracom-token (jti) was already used for another request"
+        return self._seen.reserve(jti, until, now, credentials.body, replayed)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

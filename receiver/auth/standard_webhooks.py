@@ -102,10 +102,10 @@ class StandardWebhooksVerifier:
         if signed_at - credentials.now > self._tolerance:
             msg = f"the webhook-timestamp is more than {self._tolerance} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
-        replayed = "this webhook-id was already accepted; a webhook is delivered once"
-        accept = self._seen.hook(msg_id, signed_at + self._tolerance, credentials.now, replayed)
+        replayed = "this webhook-id was already used for another body; a webhook id names one delivery"
+        once = self._seen.reserve(msg_id, signed_at + self._tolerance, credentials.now, credentials.body, replayed)
         claims = {"webhook-id": msg_id, "webhook-timestamp": signed_at}
-        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims, accept=accept)
+        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims, once=once)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]
