@@ -21,7 +21,7 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   │   ├── SubjectMismatchError    subject_mismatch        ``sub`` is not the source's domain
     │   │   ├── InvalidSignatureError   invalid_signature       Beam / Standard Webhooks / HMAC signature wrong
     │   │   │   └── SignatureExpiredError signature_expired     signed timestamp outside the window
-    │   │   └── ReplayedRequestError    replayed_request        same signed request or ``jti`` seen before
+    │   │   └── ReplayedRequestError    replayed_request        a signed request id already used for another body
     │   ├── ForbiddenError              403 forbidden           roles or groups do not allow it
     │   ├── IpNotAllowedError           403 ip_not_allowed      client address not in the source's allow-list
     │   ├── RateLimitedError            429 rate_limited        over budget (carries ``Retry-After``, ``X-RateLimit-*``)
@@ -157,7 +157,7 @@ class SignatureExpiredError(InvalidSignatureError):
 
 
 class ReplayedRequestError(AuthError):
-    """The same signed request (or ``jti``) was already accepted within its window."""
+    """A signed request id (Beam signature, ``webhook-id``, ``jti``) came back with another body within its window."""
 
     code = "replayed_request"
     challenge = ""
