@@ -78,17 +78,10 @@ class CloudEvent:
 
     def binary_headers(self) -> list[tuple[str, bytes]]:
         """Kafka binary content mode: every attribute as a ``ce_`` header, the data's type as ``content-type``."""
-        attributes = {
-            "specversion": SPECVERSION,
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "subject": self.subject,
-            "time": self.time,
-            **self.extensions,
-        }
+        attributes = self.to_dict()
+        del attributes["data"], attributes["datacontenttype"]
         return [("content-type", self.datacontenttype.encode())] + [
-            (f"ce_{name}", value.encode()) for name, value in attributes.items()
+            (f"ce_{name}", str(value).encode()) for name, value in attributes.items()
         ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -277,8 +277,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment must win over it.
-        del settings_cls, dotenv_settings, file_secret_settings
-        return env_settings, init_settings
+        del dotenv_settings, file_secret_settings
+        return (env_settings, init_settings) if getattr(settings_cls, "environment", True) else (init_settings,)
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -299,17 +299,7 @@ def _problems(exc: ValidationError) -> list[str]:
 class _MappingOnly(Settings):
     """The same tree, from the given mapping alone: no ``RECEIVER_*`` variable reaches it."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        del settings_cls, env_settings, dotenv_settings, file_secret_settings
-        return (init_settings,)
+    environment: ClassVar[bool] = False
 
 
 def build_settings(data: dict[str, Any], *, environ: bool = True) -> Settings:
