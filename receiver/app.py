@@ -96,6 +96,9 @@ def create_app(
             depth = getattr(opened, "depth", None)
             if depth is not None:
                 metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
+            breaker = getattr(opened, "breaker", None)
+            if breaker is not None:
+                metrics.breaker_open.set_function(lambda: float(breaker.is_open))
             pipeline = build_pipeline(settings, sources, opened, metrics, tracing)
             published = pipeline.publisher
             pipeline_ref.append(pipeline)
@@ -140,6 +143,7 @@ def create_app(
                 trusted_proxies=settings.server.trusted_proxies,
                 max_header_bytes=settings.server.max_header_bytes,
                 max_headers=settings.server.max_headers,
+                max_in_flight=settings.server.max_in_flight,
             )
         ],
         exception_handlers={

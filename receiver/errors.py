@@ -34,6 +34,7 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │       └── InvalidPayloadError     422 invalid_payload     (carries the field errors)
     └── UnavailableError                503 (carries ``Retry-After``)
         ├── NotReadyError               503 not_ready           config or producer not up yet
+        ├── OverloadedError             503 overloaded          more deliveries in flight than this process takes
         ├── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
         └── StoreUnavailableError       503 store_unavailable   the embedded store could not commit
 """
@@ -239,12 +240,24 @@ class UnavailableError(RequestError):
     abstract = True
     retry_after: int = 5
 
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
     def headers(self) -> Mapping[str, str]:
         return {"Retry-After": str(self.retry_after)}
 
 
 class NotReadyError(UnavailableError):
     code = "not_ready"
+
+
+class OverloadedError(UnavailableError):
+    """Shed at once: the process has as many deliveries in flight, or records pending, as it takes."""
+
+    code = "overloaded"
+    retry_after = 1
 
 
 class KafkaUnavailableError(UnavailableError):

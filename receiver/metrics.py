@@ -84,6 +84,14 @@ class Metrics:
         self._published_children: dict[str, Any] = {}
         self._publish_children: dict[tuple[str, str], Any] = {}
         self.store_depth = Gauge("receiver_store_depth_events", "Events held in the embedded store.", registry=r)
+        self.breaker_open = Gauge(
+            "receiver_kafka_breaker_open",
+            "1 while the Kafka circuit breaker is open (deliveries get 503 at once).",
+            registry=r,
+        )
+        self.shed = Counter(
+            "receiver_shed_total", "Deliveries answered 503 overloaded at once, past server.max_in_flight.", registry=r
+        )
 
     # Children of labelled metrics, kept because ``labels()`` costs microseconds per call
     # on the request path; the label sets are bounded, so these dicts are too.

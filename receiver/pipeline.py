@@ -283,7 +283,11 @@ def build_pipeline(
     """The one pipeline: the app serves with it, dead-letter re-drive re-submits through it."""
     prefix = settings.kafka.topic_prefix
     instrumented = InstrumentedPublisher(
-        publisher, metrics, tracing or Tracing(settings.tracing), deadletter_topic(prefix)
+        publisher,
+        metrics,
+        tracing or Tracing(settings.tracing),
+        deadletter_topic(prefix),
+        max_pending=settings.kafka.max_pending_records,
     )
     admission = Admission(sources, settings.server.failure_limit_per_minute)
     return Pipeline(

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admission import client_address
 from receiver.audit import AuditTrail, RequestFacts
-from receiver.errors import HeadersTooLargeError, RequestError, auth_codes
+from receiver.errors import HeadersTooLargeError, OverloadedError, RequestError, auth_codes
 from receiver.events import Outcome
 from receiver.metrics import Metrics
 
@@ -55,6 +55,7 @@ class ObserveRequests:
         trusted_proxies: Sequence[IPvAnyNetwork] = (),
         max_header_bytes: int = 16384,
         max_headers: int = 100,
+        max_in_flight: int = 256,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -62,6 +63,8 @@ class ObserveRequests:
         self.trusted = list(trusted_proxies)
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
+        self.max_in_flight = max_in_flight
+        self.deliveries = 0  # deliveries being handled now (probes, metrics and docs are not counted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,16 +83,19 @@ class ObserveRequests:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        delivery = scope["path"].startswith("/v1/")
         self.metrics.in_flight += 1
+        self.deliveries += delivery
         try:
-            oversized = self._oversized(scope["headers"])
-            if oversized is None:
+            refusal = self._oversized(scope["headers"]) or (self._shed() if delivery else None)
+            if refusal is None:
                 await self.app(scope, receive, send_with_id)
-            else:  # refused before anything reads them
-                outcome.code, outcome.reason = oversized.code, oversized.message
-                await _refuse(send_with_id, oversized)
+            else:  # refused before anything reads the request
+                outcome.code, outcome.reason = refusal.code, refusal.message
+                await _refuse(send_with_id, refusal)
         finally:
             self.metrics.in_flight -= 1
+            self.deliveries -= delivery
             self._record(scope, outcome, status, time.perf_counter() - started)
 
     def _oversized(self, headers: Sequence[tuple[bytes, bytes]]) -> HeadersTooLargeError | None:
@@ -100,6 +106,13 @@ class ObserveRequests:
             msg = f"the request's headers are larger than {self.max_header_bytes} bytes; send smaller ones"
             return HeadersTooLargeError(msg)
         return None
+
+    def _shed(self) -> OverloadedError | None:
+        """Past ``max_in_flight`` deliveries, the excess is answered at once, so the accepted ones stay fast."""
+        if self.deliveries <= self.max_in_flight:
+            return None
+        self.metrics.shed.inc()
+        return OverloadedError(f"this receiver is handling {self.max_in_flight} deliveries already; retry in a second")
 
     def _client(self, scope: Scope) -> str:
         peer = str((scope.get("client") or ("", 0))[0])
@@ -150,5 +163,6 @@ class ObserveRequests:
 async def _refuse(send: Send, error: RequestError) -> None:
     body = json_bytes(error.body())
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers().items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -175,7 +175,12 @@ class KafkaSettings(_Frozen):
     bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port...]")
     topic_prefix: TopicName = "iot"
     client_id: str = "iot-receiver"
-    publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="ack wait before 503")
+    publish_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=300, description="ack wait before 503; well under a sender's own timeout"
+    )
+    max_pending_records: int = Field(
+        default=20_000, ge=100, description="records handed to the producer and not yet acknowledged; past it, 503"
+    )
     shutdown_timeout_seconds: float = Field(default=5.0, gt=0, le=300, description="flush wait on stop")
     linger_ms: int = Field(default=0, ge=0, le=1000, description="0: batch only what queues while a send is in flight")
     request_timeout_ms: int = Field(default=30000, ge=1000)
@@ -234,6 +239,9 @@ class ServerSettings(_Frozen):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
     max_header_bytes: int = Field(default=16384, ge=1024, description="larger header sections get 431")
     max_headers: int = Field(default=100, ge=10, description="more header lines get 431")
+    max_in_flight: int = Field(
+        default=256, ge=1, description="deliveries handled at once per process; past it, 503 overloaded at once"
+    )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list, description="peers whose X-Forwarded-For is believed"
     )

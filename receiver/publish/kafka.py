@@ -1,10 +1,19 @@
-"""The Kafka publisher: an idempotent aiokafka producer with ``acks=all``.
+"""The Kafka publisher: an idempotent aiokafka producer with ``acks=all``, behind a circuit breaker.
 
 The producer connects in the background, so the process starts (and answers
 ``/healthz``) while Kafka is still coming up; until it is connected ``/readyz`` is 503
 and publishing raises ``KafkaUnavailableError``. Each publish waits for the broker's
 acknowledgement, bounded by ``publish_timeout_seconds``; concurrent requests share
 batches, which is what keeps an awaited ack cheap.
+
+The breaker: a watcher asks the broker for metadata every ``_WATCH_SECONDS`` (a killed
+broker refuses at once, a hung one does not answer within ``_PROBE_TIMEOUT_SECONDS``),
+and a publish that times out or fails counts too. While the breaker is open, a publish
+is refused at once, without handing anything to the producer, so senders get their 503
+in milliseconds instead of waiting out the timeout; the watcher probes every
+``_OPEN_WATCH_SECONDS`` and closes the breaker on the first answer (half-open: one probe
+decides). A publish that was handed over and then timed out may still be written once
+the broker answers: the 503 says so, and the retry carries the same event id.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -27,8 +35,38 @@ from receiver.settings import KafkaSettings
 
 log = logging.getLogger("receiver.publish")
 
-_READY_CACHE_SECONDS = 1.0
-_PROBE_TIMEOUT_SECONDS = 2.0
+_MAY_BE_WRITTEN = (
+    "Kafka {what}; the event may already be written: retry with the same body (the event id is the same, "
+    "so the copy is recognised)"
+)
+
+_PROBE_TIMEOUT_SECONDS = 1.0
+_WATCH_SECONDS = 1.0  # metadata probe period while the breaker is closed
+_OPEN_WATCH_SECONDS = 0.25  # and while it is open: it closes within this of the broker answering
+OPEN_RETRY_AFTER = 2  # seconds a refused sender is told to wait
+
+
+class Breaker:
+    """Open while the broker is known not to answer; what ``/readyz`` and the metrics read."""
+
+    def __init__(self) -> None:
+        self.open_reason: str | None = "connecting"
+        self.opened = 0  # times it opened, for the metrics
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_reason is not None
+
+    def trip(self, reason: str) -> None:
+        if self.open_reason is None:
+            self.opened += 1
+            log.warning("receiver.kafka_breaker_open", extra={"reason": reason})
+        self.open_reason = reason
+
+    def reset(self) -> None:
+        if self.open_reason is not None:
+            log.info("receiver.kafka_breaker_closed", extra={"was": self.open_reason})
+        self.open_reason = None
 
 
 class KafkaPublisher:
@@ -37,9 +75,9 @@ class KafkaPublisher:
     def __init__(self, settings: KafkaSettings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
-        self._last_error = "connecting"
         self._connector: asyncio.Task[None] | None = None
-        self._probe: tuple[float, str | None] = (0.0, "connecting")
+        self._watcher: asyncio.Task[None] | None = None
+        self.breaker = Breaker()
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
@@ -64,6 +102,13 @@ class KafkaPublisher:
         self._connector = asyncio.create_task(self._connect(first), name="kafka-connect")
         return self
 
+    async def close_gate(self) -> None:
+        """Stop watching the broker (shutdown): nothing reopens the breaker any more."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
@@ -71,6 +116,7 @@ class KafkaPublisher:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
+        await self.close_gate()
         if self._producer is not None:
             # stop() flushes what is still buffered; a dead broker must not hold shutdown forever.
             try:
@@ -88,7 +134,7 @@ class KafkaPublisher:
             try:
                 await producer.start()
             except KafkaError as exc:
-                self._last_error = f"cannot reach {self._settings.bootstrap_servers}: {type(exc).__name__}"
+                self.breaker.trip(f"cannot reach {self._settings.bootstrap_servers}: {type(exc).__name__}")
                 log.warning(
                     "receiver.kafka_connect_retry", extra={"retry_in_seconds": round(delay, 1), "error": str(exc)}
                 )
@@ -98,6 +144,8 @@ class KafkaPublisher:
             else:
                 self._producer = producer
                 log.info("receiver.kafka_connected", extra={"bootstrap_servers": self._settings.bootstrap_servers})
+                self.breaker.reset()
+                self._watcher = asyncio.create_task(self._watch(producer), name="kafka-watch")
                 return
             await producer.stop()
             await asyncio.sleep(delay)
@@ -106,9 +154,10 @@ class KafkaPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         producer = self._producer
-        if producer is None:
-            msg = "the receiver is not connected to Kafka yet; retry shortly"
-            raise KafkaUnavailableError(msg)
+        if producer is None or self.breaker.is_open:
+            reason = self.breaker.open_reason or "not connected"
+            msg = f"Kafka is unreachable ({reason}); nothing was written: retry in {OPEN_RETRY_AFTER} s"
+            raise KafkaUnavailableError(msg, retry_after=OPEN_RETRY_AFTER)
         timeout = self._settings.publish_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
@@ -116,26 +165,28 @@ class KafkaPublisher:
                 for ack in acks:  # each resolves when its batch is acknowledged
                     await ack
         except TimeoutError as exc:
-            msg = f"Kafka did not acknowledge the event within {timeout:g} s; it was not accepted, retry later"
+            self.breaker.trip(f"no acknowledgement within {timeout:g} s")
             log.warning("receiver.kafka_publish_timeout", extra={"seconds": timeout})
-            raise KafkaUnavailableError(msg) from exc
+            raise KafkaUnavailableError(
+                _MAY_BE_WRITTEN.format(what=f"did not acknowledge within {timeout:g} s")
+            ) from exc
         except KafkaError as exc:
-            msg = "Kafka refused or lost the event; it was not accepted, retry later"
             log.warning("receiver.kafka_publish_failed", extra={"error": str(exc)})
-            raise KafkaUnavailableError(msg) from exc
+            raise KafkaUnavailableError(_MAY_BE_WRITTEN.format(what=f"failed ({type(exc).__name__})")) from exc
 
     async def check(self) -> str | None:
-        if self._producer is None:
-            return self._last_error
-        checked_at, result = self._probe
-        now = time.monotonic()
-        if now - checked_at < _READY_CACHE_SECONDS:
-            return result
-        try:
-            async with asyncio.timeout(_PROBE_TIMEOUT_SECONDS):
-                ok = await self._producer.client.force_metadata_update()
-        except TimeoutError:
-            ok = False
-        result = None if ok else f"no metadata from {self._settings.bootstrap_servers}"
-        self._probe = (now, result)
-        return result
+        return self.breaker.open_reason
+
+    async def _watch(self, producer: AIOKafkaProducer) -> None:
+        """Open the breaker when the broker stops answering metadata; close it on the first answer."""
+        while True:
+            await asyncio.sleep(_OPEN_WATCH_SECONDS if self.breaker.is_open else _WATCH_SECONDS)
+            try:
+                async with asyncio.timeout(_PROBE_TIMEOUT_SECONDS):
+                    answered = await producer.client.force_metadata_update()
+            except (TimeoutError, KafkaError):
+                answered = False
+            if answered:
+                self.breaker.reset()
+            else:
+                self.breaker.trip(f"no metadata from {self._settings.bootstrap_servers}")
