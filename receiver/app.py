@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from receiver.audit import AuditTrail
+from receiver.connections import GuardedHttpToolsProtocol
 from receiver.endpoints import ROUTES
 from receiver.errors import RequestError
 from receiver.logs import configure_logging
@@ -44,6 +45,7 @@ class State(TypedDict):
     reloader: Reloader | None
     openapi: bytes
     max_body_bytes: int
+    body_timeout: float
     dry_run_token: bytes | None
     topic_check: TopicCheck | None
 
@@ -121,6 +123,7 @@ def create_app(
                         reloader=reloader,
                         openapi=openapi,
                         max_body_bytes=settings.server.max_body_bytes,
+                        body_timeout=settings.server.body_timeout_seconds,
                         dry_run_token=dry_run_token,
                         topic_check=topic_check,
                     )
@@ -173,6 +176,7 @@ def app_from_environment() -> Starlette:
     path = config_path_from_env()
     settings = load_settings(path)
     configure_logging(settings.server.log_level, settings.server.log_format)
+    GuardedHttpToolsProtocol.configure(settings.server)  # this worker's connection limits
     app = create_app(settings, reload_settings=lambda: load_settings(path))
     # What startup built (settings, keys, models, routes) lives as long as the process:
     # freeze it out of the cycle collector's scans, and run the young-generation pass less

@@ -33,6 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the receiver under uvicorn; the config is checked first so mistakes fail fast."""
     import uvicorn  # noqa: PLC0415
 
+    from receiver.connections import GuardedHttpToolsProtocol  # noqa: PLC0415
+
     path = args.config or config_path_from_env()
     settings = _load(path)
     if path is not None:
@@ -48,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,  # the app writes one canonical line per request instead
         log_config=None,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+        timeout_keep_alive=int(settings.server.keepalive_timeout_seconds),
+        http=GuardedHttpToolsProtocol,  # uvicorn's httptools protocol plus a header deadline and a connection cap
         proxy_headers=False,
         server_header=False,
     )

@@ -6,6 +6,7 @@ Callback URLs: ``POST /v1/callbacks/{source}/{event}``; device push messages:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -25,6 +26,7 @@ from receiver.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
 )
 from receiver.events import Accepted, Delivery, Outcome
 from receiver.metrics import Metrics
@@ -39,11 +41,20 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
 
 
-async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+async def read_body(receive: Receive, declared: bytes | None, limit: int, within: float) -> bytes:
+    """The whole body within ``within`` seconds, refused with 413 as soon as it passes ``limit`` bytes."""
     too_large = f"the body is larger than {limit} bytes; split it or raise server.max_body_bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(too_large)
+    try:
+        async with asyncio.timeout(within):
+            return await _read_chunks(receive, limit, too_large)
+    except TimeoutError as exc:
+        msg = f"the body did not arrive within {within:g} s; send it at once"
+        raise RequestTimeoutError(msg) from exc
+
+
+async def _read_chunks(receive: Receive, limit: int, too_large: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -87,7 +98,7 @@ class Deliver:
             raise MethodNotAllowedError(msg, ["OPTIONS", "POST"])
         if self.dry_run:
             _check_admin(state["dry_run_token"], headers.get(b"x-dry-run-token"))
-        body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"])
+        body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"], state["body_timeout"])
         delivery = Delivery(
             source_id=source,
             event=event,

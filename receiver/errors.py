@@ -25,6 +25,7 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   ├── ForbiddenError              403 forbidden           roles or groups do not allow it
     │   ├── IpNotAllowedError           403 ip_not_allowed      client address not in the source's allow-list
     │   ├── RateLimitedError            429 rate_limited        over budget (carries ``Retry-After``, ``X-RateLimit-*``)
+    │   ├── RequestTimeoutError         408 request_timeout     headers or body slower than the server's deadlines
     │   ├── PayloadTooLargeError        413 payload_too_large
     │   ├── HeadersTooLargeError        431 headers_too_large   header bytes or count over the server's limits
     │   ├── ClientClosedError           499 client_closed       the client went away mid-request (no answer reaches it)
@@ -188,6 +189,15 @@ class RateLimitedError(RequestError):
 
     def headers(self) -> Mapping[str, str]:
         return {"Retry-After": str(self.retry_after), **self.limit_headers}
+
+
+class RequestTimeoutError(RequestError):
+    """The client did not send its headers or body within the deadline; the connection is closed."""
+
+    status, code = 408, "request_timeout"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Connection": "close"}
 
 
 class PayloadTooLargeError(RequestError):

@@ -239,6 +239,18 @@ class ServerSettings(_Frozen):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
     max_header_bytes: int = Field(default=16384, ge=1024, description="larger header sections get 431")
     max_headers: int = Field(default=100, ge=10, description="more header lines get 431")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="a request's headers must arrive within this; else 408 and close"
+    )
+    body_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=600, description="a delivery's body must arrive within this; else 408 and close"
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int | None = Field(
+        default=None, ge=16, description="open connections per process (idle closed first); none: fd limit - 64"
+    )
     max_in_flight: int = Field(
         default=256, ge=1, description="deliveries handled at once per process; past it, 503 overloaded at once"
     )

@@ -124,7 +124,10 @@ def test_killed_broker(broker: Broker, make_settings: SettingsFactory, tenant_ke
         broker.process.kill()
         broker.process.wait()
 
-    outage(broker, make_settings, tenant_key, topic_prefix, kill, broker.start)
+    def restart() -> None:
+        broker.start()
+
+    outage(broker, make_settings, tenant_key, topic_prefix, kill, restart)
 
 
 def test_hung_broker(broker: Broker, make_settings: SettingsFactory, tenant_key: KeyPair, topic_prefix: str) -> None:

@@ -1,0 +1,100 @@
+"""Slow and silent clients cost a bounded amount: header and body deadlines, a cap on connections (real server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.support.server import run_receiver
+
+TOKEN = "connections-test-token"
+
+
+def write_config(tmp_path: Path, **server: object) -> Path:
+    config = tmp_path / "receiver.yaml"
+    settings = {
+        "store": {"path": str(tmp_path / "events.db")},
+        "audit": {"enabled": False},
+        "server": {"log_format": "json", **server},
+        "sources": {
+            "trk": {
+                "kind": "tracker",
+                "auth": [{"type": "bearer", "tokens": [{"sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]}],
+            }
+        },
+    }
+    config.write_text(json.dumps(settings))
+    return config
+
+
+def read_until_closed(conn: socket.socket, within: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    started = time.monotonic()
+    conn.settimeout(within)
+    received = b""
+    with conn:
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def valid(url: str) -> int:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.post(f"{url}/v1/push/trk", json={"deviceId": "d", "group": "g"}, headers=headers).status_code
+
+
+def test_slowloris_headers_get_408_and_are_closed(tmp_path: Path) -> None:
+    """Headers sent a byte at a time are cut off at the deadline with 408 and a JSON body (was: held forever)."""
+    with run_receiver(write_config(tmp_path, header_timeout_seconds=1)) as receiver:
+        slow = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(20)]
+        for conn in slow:
+            conn.sendall(b"POST /v1/push/trk HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert httpx.get(f"{receiver.url}/healthz").status_code == 200
+        assert valid(receiver.url) == 200
+        answers = [read_until_closed(conn, 5) for conn in slow]
+    for answer, seconds in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(body)["code"] == "request_timeout"
+        assert seconds < 3
+
+
+def test_a_body_that_never_comes_gets_408(tmp_path: Path) -> None:
+    """A declared body that stops halfway is answered 408 request_timeout and the connection closed (was: never)."""
+    with run_receiver(write_config(tmp_path, body_timeout_seconds=1)) as receiver:
+        conn = socket.create_connection(("127.0.0.1", receiver.port))
+        conn.sendall(
+            b"POST /v1/push/trk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"deviceId": '
+        )
+        answer, seconds = read_until_closed(conn, 5)
+        assert valid(receiver.url) == 200
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["code"] == "request_timeout"
+    assert seconds < 3
+
+
+def test_idle_connections_past_the_cap_make_room(tmp_path: Path) -> None:
+    """With more idle connections than the cap, idle ones are closed first: valid senders and probes still get in."""
+    with run_receiver(write_config(tmp_path, max_connections=40, header_timeout_seconds=60)) as receiver:
+        idle = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(80)]
+        time.sleep(0.5)
+        assert httpx.get(f"{receiver.url}/healthz").status_code == 200
+        assert valid(receiver.url) == 200
+        closed = 0
+        for conn in idle:
+            conn.settimeout(0.05)
+            try:
+                closed += conn.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed += 1
+            conn.close()
+    assert closed >= 40, f"only {closed} of 80 idle connections were closed under a cap of 40"
