@@ -130,8 +130,8 @@ def create_app(
             log.info("receiver.stopping", extra={"flushing": ["audit", published.name]})
             if topic_check is not None:
                 await topic_check.stop()
-            if audit is not None:
-                await audit.stop(published)
+            if audit is not None:  # half of the Kafka shutdown budget; the producer's flush gets the rest
+                await audit.stop(published, within=settings.kafka.shutdown_timeout_seconds / 2)
         tracing.shutdown()
         log.info("receiver.stopped")
 

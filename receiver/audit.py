@@ -170,11 +170,16 @@ class AuditTrail:
     def start(self, publisher: Publisher) -> None:
         self._task = asyncio.create_task(self.run(publisher), name="audit-writer")
 
-    async def stop(self, publisher: Publisher) -> None:
-        """Final flush, summaries included, before the publisher closes."""
+    async def stop(self, publisher: Publisher, within: float = 5.0) -> None:
+        """Final flush, summaries included, before the publisher closes; at most ``within`` seconds."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._draining = True
-        await self.flush(publisher)
+        try:
+            async with asyncio.timeout(within):
+                await self.flush(publisher)
+        except TimeoutError:
+            self.dropped += len(self._buffer)
+            log.warning("receiver.audit_lost", extra={"records": len(self._buffer), "seconds": within})

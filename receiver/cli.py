@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -40,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if path is not None:
         os.environ["RECEIVER_CONFIG"] = str(path.resolve())  # for uvicorn's worker processes
     configure_logging(settings.server.log_level, settings.server.log_format)
+    # uvicorn re-raises the SIGTERM it shut down gracefully for once it is done; with this
+    # handler in place that ends here, and a clean SIGTERM exits 0 as orchestrators expect.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     uvicorn.run(
         "receiver.app:app_from_environment",
         factory=True,
