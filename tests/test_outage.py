@@ -19,7 +19,8 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from tests.conftest import KeyPair, SettingsFactory, claims, message_body
 from tests.support.kafka import read_topic
-from tests.support.kafka_broker import Broker
+from tests.support.kafka_broker import Broker, free_port
+from tests.support.proxy import TcpProxy
 from tests.support.ready import wait_ready
 
 pytestmark = pytest.mark.kafka
@@ -142,3 +143,35 @@ def test_hung_broker(broker: Broker, make_settings: SettingsFactory, tenant_key:
         lambda: os.kill(pid, signal.SIGSTOP),
         lambda: os.kill(pid, signal.SIGCONT),
     )
+
+
+@pytest.fixture
+def proxied() -> Iterator[tuple[Broker, TcpProxy]]:
+    """A broker that advertises a proxy in front of it: every client byte goes through the proxy."""
+    port = free_port()
+    with TcpProxy(port) as proxy:
+        own = Broker(port=port, advertised_port=proxy.port).start()
+        try:
+            yield own, proxy
+        finally:
+            own.cleanup()
+
+
+def test_slowed_network(
+    proxied: tuple[Broker, TcpProxy], make_settings: SettingsFactory, tenant_key: KeyPair, topic_prefix: str
+) -> None:
+    """The network to the broker slows to 5 s per chunk: the breaker opens, 503s come fast, recovery follows."""
+    broker, proxy = proxied
+
+    def slow() -> None:
+        proxy.delay = 5.0
+
+    outage(broker, make_settings, tenant_key, topic_prefix, slow, proxy.heal)
+
+
+def test_cut_network(
+    proxied: tuple[Broker, TcpProxy], make_settings: SettingsFactory, tenant_key: KeyPair, topic_prefix: str
+) -> None:
+    """Every connection to the broker is cut and refused: fast 503s, then recovery when the network heals."""
+    broker, proxy = proxied
+    outage(broker, make_settings, tenant_key, topic_prefix, proxy.cut, proxy.heal)

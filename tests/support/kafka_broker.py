@@ -129,10 +129,11 @@ class Broker:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kafka-")))
     heap: str = "512m"
     process: subprocess.Popen[bytes] | None = None
+    advertised_port: int | None = None  # clients are sent here instead (a proxy in front of the broker)
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     def _properties(self) -> str:
         return "\n".join([
@@ -140,7 +141,7 @@ class Broker:
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.advertised_port or self.port}",
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={self.workdir / 'data'}",
