@@ -32,7 +32,8 @@ AUTH_CODES = auth_codes()
 
 
 # A random per-process prefix and a counter: unique across replicas, no syscall per request.
-_generated_ids = (f"{secrets.token_hex(8)}{n:016x}" for n in itertools.count(1))
+_PROCESS_PREFIX = secrets.token_hex(8)
+_generated_ids = (f"{_PROCESS_PREFIX}{n:016x}" for n in itertools.count(1))
 
 
 def request_id(scope: Scope) -> str:

@@ -80,6 +80,13 @@ def test_request_id_is_echoed_or_generated(store_client: TestClient) -> None:
         assert answered.headers["X-Request-ID"] != hostile.strip()
 
 
+def test_generated_ids_are_a_process_prefix_and_a_counter(store_client: TestClient) -> None:
+    """Generated ids share one random per-process prefix and count up: no random syscall per request (was: one)."""
+    first, second = (store_client.get("/healthz").headers["X-Request-ID"] for _ in range(2))
+    assert first[:16] == second[:16]
+    assert int(second[16:], 16) == int(first[16:], 16) + 1
+
+
 def test_one_log_line_per_request(store_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     """Each callback yields one ``receiver.request`` record with the fields operators search by."""
     caplog.set_level(logging.INFO, logger="receiver.request")
