@@ -46,12 +46,28 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int, within
     too_large = f"the body is larger than {limit} bytes; split it or raise server.max_body_bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(too_large)
+    # A plain timer rather than asyncio.timeout: the body has usually arrived with the
+    # headers, and this is the hot path.
+    task = asyncio.current_task()
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        if task is not None:
+            task.cancel()
+
+    deadline = asyncio.get_running_loop().call_later(within, expire)
     try:
-        async with asyncio.timeout(within):
-            return await _read_chunks(receive, limit, too_large)
-    except TimeoutError as exc:
+        return await _read_chunks(receive, limit, too_large)
+    except asyncio.CancelledError as exc:
+        if not expired:
+            raise
+        if task is not None:
+            task.uncancel()
         msg = f"the body did not arrive within {within:g} s; send it at once"
         raise RequestTimeoutError(msg) from exc
+    finally:
+        deadline.cancel()
 
 
 async def _read_chunks(receive: Receive, limit: int, too_large: str) -> bytes:

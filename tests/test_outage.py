@@ -54,6 +54,7 @@ def outage(
     prefix: str,
     fail: Callable[[], None],
     heal: Callable[[], None],
+    recovery_within: float = 2.0,
 ) -> None:
     """Accept, break the broker, watch the answers, heal it, watch recovery; every 2xx must be in Kafka once."""
     kafka = {
@@ -112,7 +113,7 @@ def outage(
     )
     assert opened_after < 8, "the breaker never opened"
     assert max(fast) < 0.1, f"a 503 took {max(fast):.3f} s while the breaker was open"
-    assert recovered_after < 2.5, f"recovery took {recovered_after:.2f} s"
+    assert recovered_after < recovery_within, f"recovery took {recovered_after:.2f} s"
     ids = [json.loads(r.value)["id"] for r in read_topic(broker, f"{prefix}.iotcomms.message")]
     assert all(ids.count(event_id) == 1 for event_id in accepted), "a 2xx event is missing or written twice"
 
@@ -166,7 +167,8 @@ def test_slowed_network(
     def slow() -> None:
         proxy.delay = 5.0
 
-    outage(broker, make_settings, tenant_key, topic_prefix, slow, proxy.heal)
+    # Chunks the proxy is still holding back drain first: up to one delay more.
+    outage(broker, make_settings, tenant_key, topic_prefix, slow, proxy.heal, recovery_within=6.0)
 
 
 def test_cut_network(
