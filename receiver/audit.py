@@ -1,8 +1,9 @@
 """The audit trail: one record per request (the fields of Soracom's audit log), off the request path.
 
 Records are queued when a response is finished and written in batches by a background
-task, to ``<topic_prefix>.audit`` (or the embedded store). A request never waits for
-its audit record.
+task, to ``<topic_prefix>.audit`` (or the embedded store), packed as JSON lines into
+few Kafka records per flush (one ``producer.send`` per record is the costly part, not
+the bytes). A request never waits for its audit record.
 
 Flood control: every request that got past authentication is recorded. Requests
 refused *before* a sender was proven (unknown source, no or bad credentials, address
@@ -21,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ from receiver.publish import Publisher
 log = logging.getLogger("receiver.audit")
 
 _MAX_BUFFER = 50_000
+_RECORD_BYTES = 256 * 1024  # audit entries are packed as JSON lines into records of at most this size
+JSON_LINES = b"application/x-ndjson"
 _SUMMARY_CLIENTS = 10
 _MAX_CLIENTS = 10_000  # client addresses counted one by one per summary; the rest as one
 _OTHERS = "(others)"
@@ -144,13 +147,8 @@ class AuditTrail:
             return
         batch = list(self._buffer)
         records = [
-            Record(
-                topic=self.topic,
-                key=(entry.get("source") or "").encode(),
-                value=json_bytes(entry),
-                headers=[("content-type", b"application/json")],
-            )
-            for entry in batch
+            Record(topic=self.topic, key=b"", value=b"\n".join(lines), headers=[("content-type", JSON_LINES)])
+            for lines in _packed(json_bytes(entry) for entry in batch)
         ]
         try:
             await publisher.publish(records)
@@ -183,3 +181,17 @@ class AuditTrail:
         except TimeoutError:
             self.dropped += len(self._buffer)
             log.warning("receiver.audit_lost", extra={"records": len(self._buffer), "seconds": within})
+
+
+def _packed(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Lines grouped so each group, joined, stays under ``_RECORD_BYTES`` (a longer line alone)."""
+    group: list[bytes] = []
+    size = 0
+    for line in lines:
+        if group and size + len(line) + 1 > _RECORD_BYTES:
+            yield group
+            group, size = [], 0
+        group.append(line)
+        size += len(line) + 1
+    if group:
+        yield group

@@ -149,8 +149,8 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
         while True:
             for event in read_events(conn, after, args.topic):
                 after = event.seq
-                value = json.loads(event.value)
-                print(json.dumps({"seq": event.seq, "topic": event.topic, "event": value}), flush=True)
+                for line in event.value.splitlines():  # audit records are JSON lines, events one line each
+                    print(json.dumps({"seq": event.seq, "topic": event.topic, "event": json.loads(line)}), flush=True)
             if not args.follow:
                 return 0
             time.sleep(0.5)

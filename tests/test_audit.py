@@ -70,7 +70,10 @@ def test_audit_records_match_requests_one_for_one(
             headers = {**request.pop("headers", {}), "X-Request-ID": f"audit-{index}", "X-Forwarded-For": "192.0.2.44"}
             answers.append(client.post(URL, headers=headers, **request))
     # The app has stopped: its shutdown flushed the audit trail.
-    audit = [json.loads(r.value) for r in read_topic(kafka_broker, f"{prefix}.audit")]
+    records = read_topic(kafka_broker, f"{prefix}.audit")
+    assert {dict(r.headers)["content-type"] for r in records} == {b"application/x-ndjson"}
+    assert len(records) < len(requests), "entries are packed into few records"
+    audit = [json.loads(line) for r in records for line in r.value.splitlines()]
     by_id = {a["request_id"]: a for a in audit if a.get("request_id", "").startswith("audit-")}
     assert sorted(by_id) == [f"audit-{i}" for i in range(len(requests))]
     expected = [
@@ -133,12 +136,13 @@ def test_unauthenticated_flood_is_sampled_and_summarized() -> None:
     trail.record(accepted, RequestFacts("POST", "/x", 200, 1.0, clock[0]))
     publisher = ListPublisher()
     asyncio.run(trail.flush(publisher))
-    entries = [json.loads(r.value) for r in publisher.records]
+    entries = [json.loads(line) for r in publisher.records for line in r.value.splitlines()]
     assert len([e for e in entries if e["type"] == "request" and e["code"] == "invalid_token"]) == 5
     assert [e["principal"] for e in entries if e["status"] == 200] == ["p"]  # authenticated: always kept
     clock[0] += 10
     asyncio.run(trail.flush(publisher))
-    (summary,) = [json.loads(r.value) for r in publisher.records if json.loads(r.value)["type"] == "summary"]
+    entries = [json.loads(line) for r in publisher.records for line in r.value.splitlines()]
+    (summary,) = [e for e in entries if e["type"] == "summary"]
     assert summary["count"] == 995
     assert summary["code"] == "invalid_token"
     assert {c["client_ip"] for c in summary["top_clients"]} == {"198.51.100.0", "198.51.100.1", "198.51.100.2"}
@@ -158,3 +162,16 @@ def test_audit_keeps_records_while_the_publisher_is_down() -> None:
     up = ListPublisher()
     asyncio.run(trail.flush(up))
     assert [json.loads(r.value)["request_id"] for r in up.records] == ["r1"]
+
+
+def test_entries_are_packed_into_records_under_the_size_limit() -> None:
+    """Thousands of entries become a few JSON-lines records, each under 256 KiB, none lost or split."""
+    trail = AuditTrail("iot.audit", unauthenticated_per_second=10, summary_interval=60, flush_interval=1)
+    for n in range(5000):
+        trail.record(Outcome(f"r{n}", principal="p", source="customer47"), RequestFacts("POST", "/x", 200, 1.0, 1e9))
+    publisher = ListPublisher()
+    asyncio.run(trail.flush(publisher))
+    assert 1 < len(publisher.records) < 50
+    assert all(len(r.value) <= 256 * 1024 for r in publisher.records)
+    ids = [json.loads(line)["request_id"] for r in publisher.records for line in r.value.splitlines()]
+    assert ids == [f"r{n}" for n in range(5000)]
