@@ -39,11 +39,11 @@ def broker() -> Iterator[Broker]:
         own.cleanup()
 
 
-def post(client: TestClient, key: KeyPair, n: int) -> tuple[int, float, dict[str, str], dict[str, str]]:
+def post(client: TestClient, token: str, n: int) -> tuple[int, float, dict[str, str], dict[str, str]]:
+    """One callback, timed from the call to the answer (the token is signed beforehand)."""
+    headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
-    answer = client.post(
-        URL, json=message_body(body=f"m{n}"), headers={"Authorization": f"Bearer {key.token(claims())}"}
-    )
+    answer = client.post(URL, json=message_body(body=f"m{n}"), headers=headers)
     return answer.status_code, time.perf_counter() - started, answer.json(), dict(answer.headers)
 
 
@@ -64,11 +64,12 @@ def outage(
         "shutdown_timeout_seconds": 2,
     }
     accepted: list[str] = []
+    token = key.token(claims(ttl=600))
     with TestClient(create_app(make_settings(kafka=kafka))) as client:
         wait_ready(client)
         n = 0
         for n in range(3):
-            status, _, body, _ = post(client, key, n)
+            status, _, body, _ = post(client, token, n)
             assert status == 200, body
             accepted.append(body["id"])
 
@@ -77,7 +78,7 @@ def outage(
         waits: list[float] = []
         while time.monotonic() - broken_at < 15:  # until the breaker has opened: answers turn fast
             n += 1
-            status, seconds, body, headers = post(client, key, n)
+            status, seconds, body, headers = post(client, token, n)
             if status == 200:
                 accepted.append(body["id"])
             waits.append(seconds)
@@ -87,7 +88,7 @@ def outage(
         fast = []
         for _ in range(20):
             n += 1
-            status, seconds, body, headers = post(client, key, n)
+            status, seconds, body, headers = post(client, token, n)
             assert status == 503, body
             assert body["code"] == "kafka_unavailable"
             assert int(headers["retry-after"]) > 0
@@ -99,7 +100,7 @@ def outage(
         healed_at = time.monotonic()
         while True:
             n += 1
-            status, _, body, _ = post(client, key, n)
+            status, _, body, _ = post(client, token, n)
             if status == 200:
                 accepted.append(body["id"])
                 break
