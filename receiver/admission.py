@@ -89,6 +89,8 @@ def parse_address(text: str) -> Address | None:
 
 def limit_key(client: str) -> str:
     """What failure limits count by: the address, or for IPv6 its /64 (one host's usual share)."""
+    if ":" not in client:
+        return client  # IPv4 (client addresses are normalized once, when the request arrives)
     ip = parse_address(client)
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((ip, 64), strict=False))

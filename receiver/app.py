@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 
 from receiver.audit import AuditTrail
 from receiver.connections import GuardedHttpToolsProtocol
-from receiver.endpoints import ROUTES
+from receiver.endpoints import ROUTES, DeliveryDispatch
 from receiver.errors import RequestError
 from receiver.logs import configure_logging
 from receiver.metrics import Metrics
@@ -147,7 +147,8 @@ def create_app(
                 max_header_bytes=settings.server.max_header_bytes,
                 max_headers=settings.server.max_headers,
                 max_in_flight=settings.server.max_in_flight,
-            )
+            ),
+            Middleware(DeliveryDispatch),
         ],
         exception_handlers={
             RequestError: on_request_error,

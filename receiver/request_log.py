@@ -15,14 +15,14 @@ import time
 from collections.abc import Sequence
 
 from pydantic import IPvAnyNetwork
-from pydantic_core import to_json as json_bytes
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admission import client_address
 from receiver.audit import AuditTrail, RequestFacts
-from receiver.errors import HeadersTooLargeError, OverloadedError, RequestError, auth_codes
+from receiver.errors import HeadersTooLargeError, OverloadedError, auth_codes
 from receiver.events import Outcome
 from receiver.metrics import Metrics
+from receiver.responses import send_error
 
 log = logging.getLogger("receiver.request")
 
@@ -92,8 +92,7 @@ class ObserveRequests:
             if refusal is None:
                 await self.app(scope, receive, send_with_id)
             else:  # refused before anything reads the request
-                outcome.code, outcome.reason = refusal.code, refusal.message
-                await _refuse(send_with_id, refusal)
+                await send_error(scope, send_with_id, refusal)
         finally:
             self.metrics.in_flight -= 1
             self.deliveries -= delivery
@@ -159,11 +158,3 @@ class ObserveRequests:
                 "key_id": outcome.key_id,
             },
         )
-
-
-async def _refuse(send: Send, error: RequestError) -> None:
-    body = json_bytes(error.body())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers().items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from receiver.errors import MethodNotAllowedError, NotFoundError, RequestError
 
@@ -26,6 +27,18 @@ def error_response(request: Request, exc: RequestError) -> Response:
     if outcome is not None:
         outcome.code, outcome.reason = exc.code, exc.message
     return json_response(exc.status, exc.body(), {**exc.headers(), **exc.extra_headers})
+
+
+async def send_error(scope: Scope, send: Send, exc: RequestError) -> None:
+    """The same JSON error, written on a raw ASGI channel (the hot path and the request log's refusals)."""
+    outcome = scope.get("state", {}).get("outcome")
+    if outcome is not None:
+        outcome.code, outcome.reason = exc.code, exc.message
+    body = to_json(exc.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in {**exc.headers(), **exc.extra_headers}.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def on_request_error(request: Request, exc: Exception) -> Response:
