@@ -10,7 +10,8 @@ The breaker: a watcher asks the broker for metadata every ``_WATCH_SECONDS`` (a 
 broker refuses at once, a hung one does not answer within ``_PROBE_TIMEOUT_SECONDS``),
 and a publish that times out or fails counts too. While the breaker is open, a publish
 is refused at once, without handing anything to the producer, so senders get their 503
-in milliseconds instead of waiting out the timeout; the watcher probes every
+in milliseconds instead of waiting out the timeout, and the publishes already waiting
+are answered at once too; the watcher probes every
 ``_OPEN_WATCH_SECONDS`` and closes the breaker on the first answer (half-open: one probe
 decides). A publish that was handed over and then timed out may still be written once
 the broker answers: the 503 says so, and the retry carries the same event id.
@@ -23,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -44,6 +45,7 @@ _PROBE_TIMEOUT_SECONDS = 1.0
 _WATCH_SECONDS = 1.0  # metadata probe period while the breaker is closed
 _OPEN_WATCH_SECONDS = 0.25  # and while it is open: it closes within this of the broker answering
 OPEN_RETRY_AFTER = 2  # seconds a refused sender is told to wait
+_SWEEP_SECONDS = 0.1  # publish deadlines are kept to this precision
 
 
 class Breaker:
@@ -77,6 +79,9 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._waiting: dict[asyncio.Task[Any], float] = {}  # publishes waiting for their ack -> deadline
+        self._given_up: dict[asyncio.Task[Any], str] = {}  # cancelled by the sweep, and why
         self.breaker = Breaker()
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -103,11 +108,12 @@ class KafkaPublisher:
         return self
 
     async def close_gate(self) -> None:
-        """Stop watching the broker (shutdown): nothing reopens the breaker any more."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        """Stop watching the broker and sweeping deadlines (shutdown)."""
+        for task in (self._watcher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -147,6 +153,7 @@ class KafkaPublisher:
                 log.info("receiver.kafka_connected", extra={"bootstrap_servers": self._settings.bootstrap_servers})
                 self.breaker.reset()
                 self._watcher = asyncio.create_task(self._watch(producer), name="kafka-watch")
+                self._sweeper = asyncio.create_task(self._sweep(), name="kafka-deadlines")
                 return
             await producer.stop()
             await asyncio.sleep(delay)
@@ -159,21 +166,47 @@ class KafkaPublisher:
             reason = self.breaker.open_reason or "not connected"
             msg = f"Kafka is unreachable ({reason}); nothing was written: retry in {OPEN_RETRY_AFTER} s"
             raise KafkaUnavailableError(msg, retry_after=OPEN_RETRY_AFTER)
-        timeout = self._settings.publish_timeout_seconds
+        # One deadline sweep for every waiting publish instead of a timer each: the sweeper
+        # (and the breaker, when it opens) cancels the waits it gives up on.
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting[task] = asyncio.get_running_loop().time() + self._settings.publish_timeout_seconds
         try:
-            async with asyncio.timeout(timeout):
-                acks = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
-                for ack in acks:  # each resolves when its batch is acknowledged
-                    await ack
-        except TimeoutError as exc:
-            self.breaker.trip(f"no acknowledgement within {timeout:g} s")
-            log.warning("receiver.kafka_publish_timeout", extra={"seconds": timeout})
-            raise KafkaUnavailableError(
-                _MAY_BE_WRITTEN.format(what=f"did not acknowledge within {timeout:g} s")
-            ) from exc
+            acks = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
+            for ack in acks:  # each resolves when its batch is acknowledged
+                await ack
+        except asyncio.CancelledError:
+            why = self._given_up.pop(task, None) if task is not None else None
+            if why is None or task is None:
+                raise  # not ours: the request itself was cancelled
+            task.uncancel()
+            raise KafkaUnavailableError(_MAY_BE_WRITTEN.format(what=why)) from None
         except KafkaError as exc:
             log.warning("receiver.kafka_publish_failed", extra={"error": str(exc)})
             raise KafkaUnavailableError(_MAY_BE_WRITTEN.format(what=f"failed ({type(exc).__name__})")) from exc
+        finally:
+            if task is not None:
+                self._waiting.pop(task, None)
+
+    def _give_up(self, task: asyncio.Task[Any], why: str) -> None:
+        if task not in self._given_up:
+            self._given_up[task] = why
+            task.cancel()
+
+    async def _sweep(self) -> None:
+        """Give up on publishes past their deadline; on all of them while the breaker is open."""
+        timeout = self._settings.publish_timeout_seconds
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            now = loop.time()
+            for task, deadline in list(self._waiting.items()):
+                if self.breaker.is_open:
+                    self._give_up(task, f"became unreachable ({self.breaker.open_reason})")
+                elif deadline <= now:
+                    self.breaker.trip(f"no acknowledgement within {timeout:g} s")
+                    log.warning("receiver.kafka_publish_timeout", extra={"seconds": timeout})
+                    self._give_up(task, f"did not acknowledge within {timeout:g} s")
 
     async def check(self) -> str | None:
         return self.breaker.open_reason
