@@ -53,7 +53,6 @@ class Breaker:
 
     def __init__(self) -> None:
         self.open_reason: str | None = "connecting"
-        self.opened = 0  # times it opened, for the metrics
 
     @property
     def is_open(self) -> bool:
@@ -61,7 +60,6 @@ class Breaker:
 
     def trip(self, reason: str) -> None:
         if self.open_reason is None:
-            self.opened += 1
             log.warning("receiver.kafka_breaker_open", extra={"reason": reason})
         self.open_reason = reason
 
