@@ -232,6 +232,45 @@ class AuditSettings(_Frozen):
     flush_interval_seconds: float = Field(default=0.5, gt=0, le=60, description="audit batches are written this often")
 
 
+class StateSettings(_Frozen):
+    """Where replay reservations, the dedup window and request budgets live.
+
+    No ``url``: in this process's memory (one replica, one worker). ``redis://`` or
+    ``rediss://``: shared by every replica and worker through Redis (or Valkey).
+    """
+
+    url: str | None = Field(default=None, description="redis://host:6379/0 or rediss://...; none: in process")
+    password_file: Path | None = Field(default=None, description="the Redis password, read once at load")
+    username: str | None = Field(default=None, description="the Redis ACL user")
+    key_prefix: str = Field(
+        default="receiver:", pattern=r"^[A-Za-z0-9:._-]{1,64}$", description="one per deployment sharing a Redis"
+    )
+    timeout_seconds: float = Field(
+        default=0.25, gt=0, le=5, description="a Redis call slower than this counts as Redis unavailable"
+    )
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle for rediss://; none: the system's")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("redis", "rediss") or not rest:
+            msg = "must be redis://host:port/db or rediss://host:port/db"
+            raise ValueError(msg)
+        if "@" in rest.partition("/")[0]:
+            # The url is logged and shown in errors; a password belongs in password_file.
+            msg = "must not carry credentials; set state.username and state.password_file"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def shared(self) -> bool:
+        """True when every replica and worker sees the same state."""
+        return self.url is not None
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, gt=0, lt=65536)
@@ -283,6 +322,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     tracing: TracingSettings = TracingSettings()
     audit: AuditSettings = AuditSettings()
+    state: StateSettings = StateSettings()
     routes: list[RouteRule] = Field(default_factory=list, description="ordered; the first match wins")
     dry_run: DryRunSettings = DryRunSettings()
     sources: dict[SourceId, AnySourceSettings] = Field(default_factory=dict)
