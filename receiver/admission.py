@@ -10,61 +10,55 @@ the one resolved from trusted proxies (see ``client_address``), computed once.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from receiver.errors import IpNotAllowedError, RateLimitedError
-from receiver.limits import Budget, FailureLimiter, MinuteWindow
 
 if TYPE_CHECKING:
+    from receiver.limits import Budget
     from receiver.sources import Source
+    from receiver.state import State
 
 
 class Admission:
-    def __init__(self, sources: Mapping[str, Source], failure_limit_per_minute: int) -> None:
-        self._failures = FailureLimiter(failure_limit_per_minute)
-        self._windows: dict[str, MinuteWindow] = {}
-        self.configure(sources)
+    """Allow-lists, failure limits and source budgets, counted in the receiver's ``State``."""
 
-    def configure(self, sources: Mapping[str, Source]) -> None:
-        """(Re)build the per-source budgets; a source whose limit did not change keeps its count."""
-        windows = {}
-        for source in sources.values():
-            limit = source.settings.rate_limit
-            if limit is None:
-                continue
-            kept = self._windows.get(source.id)
-            windows[source.id] = (
-                kept if kept and kept.limit == limit.requests_per_minute else MinuteWindow(limit.requests_per_minute)
-            )
-        self._windows = windows
+    def __init__(self, state: State, failure_limit_per_minute: int) -> None:
+        self._state = state
+        self._failure_limit = failure_limit_per_minute
 
     def admit(self, source: Source, client_ip: str, now: float) -> Budget | None:
         """Raise when this address may not try; else the source's budget as it stands (nothing spent)."""
         networks = source.settings.allowed_ips
         if networks and not _inside(client_ip, networks):
             raise IpNotAllowedError("requests from this address are not accepted for this source")
-        blocked = self._failures.blocked(source.id, limit_key(client_ip), now)
-        if blocked is not None:
-            msg = f"too many failed authentications from this address; retry in {blocked.reset} s"
-            raise RateLimitedError(msg, blocked.reset)
-        window = self._windows.get(source.id)
-        return None if window is None else window.peek(now)
+        if self._failure_limit > 0:
+            blocked = self._state.blocked(_failure_key(source, client_ip), self._failure_limit, now)
+            if blocked is not None:
+                msg = f"too many failed authentications from this address; retry in {blocked.reset} s"
+                raise RateLimitedError(msg, blocked.reset)
+        limit = source.settings.rate_limit
+        return None if limit is None else self._state.budget(source.id, limit.requests_per_minute, now)
 
-    def charge(self, source: Source, now: float) -> Budget | None:
+    async def charge(self, source: Source, now: float) -> Budget | None:
         """Spend one request of the source's budget (an authenticated sender); raise 429 when it is spent."""
-        window = self._windows.get(source.id)
-        if window is None:
+        limit = source.settings.rate_limit
+        if limit is None:
             return None
-        allowed, budget = window.take(now)
+        allowed, budget = await self._state.take(source.id, limit.requests_per_minute, now)
         if not allowed:
             msg = f"this source's budget of {budget.limit} requests per minute is spent; retry in {budget.reset} s"
             raise RateLimitedError(msg, budget.reset, budget.headers())
         return budget
 
-    def failed(self, source: Source, client_ip: str, now: float) -> None:
+    async def failed(self, source: Source, client_ip: str, now: float) -> None:
         """Count an authentication failure against the address (an IPv6 address counts for its /64)."""
-        self._failures.failed(source.id, limit_key(client_ip), now)
+        if self._failure_limit > 0:
+            await self._state.failed(_failure_key(source, client_ip), self._failure_limit, now)
+
+
+def _failure_key(source: Source, client_ip: str) -> str:
+    return f"{source.id}:{limit_key(client_ip)}"
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -28,6 +28,8 @@ from receiver.responses import on_http_error, on_request_error, on_unexpected_er
 from receiver.settings import Settings, config_path_from_env, load_settings
 from receiver.shutdown import Drain, drain_on_signals
 from receiver.sources import build_sources
+from receiver.state import State as SharedState
+from receiver.state import build_state
 from receiver.topics import TopicCheck, target_topics
 from receiver.tracing import Tracing
 
@@ -48,6 +50,7 @@ class State(TypedDict):
     body_timeout: float
     dry_run_token: bytes | None
     topic_check: TopicCheck | None
+    shared_state: SharedState
 
 
 def create_app(
@@ -101,7 +104,13 @@ def create_app(
             breaker = getattr(opened, "breaker", None)
             if breaker is not None:
                 metrics.breaker_open.set_function(lambda: float(breaker.is_open))
-            pipeline = build_pipeline(settings, sources, opened, metrics, tracing)
+            shared = build_state(
+                settings.state,
+                lease_seconds=settings.kafka.publish_timeout_seconds + 5,
+                on_fallback=metrics.count_state_fallback,
+            )
+            await shared.start()
+            pipeline = build_pipeline(settings, sources, opened, metrics, tracing, state=shared)
             published = pipeline.publisher
             pipeline_ref.append(pipeline)
             reloader = None
@@ -126,12 +135,14 @@ def create_app(
                         body_timeout=settings.server.body_timeout_seconds,
                         dry_run_token=dry_run_token,
                         topic_check=topic_check,
+                        shared_state=shared,
                     )
             log.info("receiver.stopping", extra={"flushing": ["audit", published.name]})
             if topic_check is not None:
                 await topic_check.stop()
             if audit is not None:  # half of the Kafka shutdown budget; the producer's flush gets the rest
                 await audit.stop(published, within=settings.kafka.shutdown_timeout_seconds / 2)
+            await shared.close()
         tracing.shutdown()
         log.info("receiver.stopped")
 

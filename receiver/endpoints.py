@@ -222,7 +222,15 @@ async def readyz(request: Request) -> Response:
     problems = {"shutdown": "draining" if drain.draining else None, publisher.name: await publisher.check()}
     if topic_check is not None:
         problems["topics"] = topic_check.problem()
-    checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
+    # Shared state is listed but never fails readiness: every replica shares it, and pulling
+    # them all out of the Service would turn answers (503 where a source fails closed, the
+    # rest served) into refused connections.
+    state_problem = await request.state.shared_state.check()
+    checks = {
+        "config": "ok",
+        **{name: problem or "ok" for name, problem in problems.items()},
+        "state": f"degraded: {state_problem}" if state_problem else "ok",
+    }
     failing = [f"{name}: {problem}" for name, problem in problems.items() if problem is not None]
     if failing:
         body = {"code": "not_ready", "message": "; ".join(failing), "checks": checks}

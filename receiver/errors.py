@@ -37,7 +37,8 @@ contain a credential: the detail that helps an operator goes to the log instead.
         ├── NotReadyError               503 not_ready           config or producer not up yet
         ├── OverloadedError             503 overloaded          more deliveries in flight than this process takes
         ├── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
-        └── StoreUnavailableError       503 store_unavailable   the embedded store could not commit
+        ├── StoreUnavailableError       503 store_unavailable   the embedded store could not commit
+        └── StateUnavailableError       503 state_unavailable   the shared state (Redis) did not answer in time
 """
 
 from __future__ import annotations
@@ -276,6 +277,13 @@ class KafkaUnavailableError(UnavailableError):
 
 class StoreUnavailableError(UnavailableError):
     code = "store_unavailable"
+
+
+class StateUnavailableError(UnavailableError):
+    """A single-use id could not be reserved: the shared state did not answer, and the source fails closed."""
+
+    code = "state_unavailable"
+    retry_after = 2
 
 
 def error_classes(base: type[RequestError] = RequestError) -> Iterator[type[RequestError]]:

@@ -1,14 +1,12 @@
-"""Request budgets: per source (Soracom's per-minute model) and per client address for failures.
+"""Request budgets: fixed one-minute windows (Soracom's model), and the state a limited answer reports.
 
-Both are fixed one-minute windows, counted in memory per process: with several
-replicas each enforces its own share, which the README states. Budget state is
-bounded: the failure counters keep at most ``max_clients`` addresses.
+Used per source for its request budget and per client address for failed
+authentications; ``receiver.state`` keeps the windows, in memory or in Redis.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 WINDOW = 60.0
@@ -64,32 +62,3 @@ class MinuteWindow:
     def budget(self, now: float) -> Budget:
         reset = max(1, math.ceil(self.start + WINDOW - now))
         return Budget(self.limit, max(0, self.limit - self.count), reset)
-
-
-class FailureLimiter:
-    """Unauthenticated failures per (source, client address) and minute."""
-
-    def __init__(self, per_minute: int, max_clients: int = 100_000) -> None:
-        self._per_minute = per_minute
-        self._windows: OrderedDict[tuple[str, str], MinuteWindow] = OrderedDict()
-        self._max = max_clients
-
-    def blocked(self, source: str, client: str, now: float) -> Budget | None:
-        """The budget when this address spent all its failures this minute, else None."""
-        if self._per_minute <= 0:
-            return None
-        window = self._windows.get((source, client))
-        if window is None or not window.exhausted(now):
-            return None
-        return window.budget(now)
-
-    def failed(self, source: str, client: str, now: float) -> None:
-        if self._per_minute <= 0:
-            return
-        key = (source, client)
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = MinuteWindow(self._per_minute)
-            if len(self._windows) > self._max:
-                self._windows.popitem(last=False)
-        window.take(now)

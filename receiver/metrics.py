@@ -93,6 +93,16 @@ class Metrics:
             "receiver_shed_total", "Deliveries answered 503 overloaded at once, past server.max_in_flight.", registry=r
         )
 
+        self.state_fallbacks = Counter(
+            "receiver_state_fallbacks_total",
+            "Checks answered from this process's memory (or refused) because the shared state did not answer.",
+            ["concern"],
+            registry=r,
+        )
+
+    def count_state_fallback(self, concern: str) -> None:
+        self.state_fallbacks.labels(concern).inc()
+
     # Children of labelled metrics, kept because ``labels()`` costs microseconds per call
     # on the request path; the label sets are bounded, so these dicts are too.
     def count_request(self, source: str, event: str, status: int, code: str) -> None:

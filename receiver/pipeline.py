@@ -9,6 +9,7 @@ nothing. ``build_pipeline`` makes the one pipeline the app and dead-letter re-dr
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,9 +20,7 @@ from pydantic import BaseModel
 from receiver import intake
 from receiver.admission import Admission
 from receiver.auth import Credentials, Principal
-from receiver.auth.replay_cache import Once
 from receiver.deadletter import deadletter_record, deadletter_topic
-from receiver.dedup import Deduplicator
 from receiver.errors import (
     AuthError,
     ContentError,
@@ -40,6 +39,7 @@ from receiver.routing import Facts, destination, route
 from receiver.sequences import SequenceTracker
 from receiver.settings import ContentMode, RouteRule, Settings
 from receiver.sources import Source
+from receiver.state import Once, State
 from receiver.tracing import Tracing
 from receiver.vendors.base import Answer, Parsed
 
@@ -86,6 +86,7 @@ class Pipeline:
         publisher: Publisher,
         topic_prefix: str,
         admission: Admission,
+        state: State,
         *,
         routes: Sequence[RouteRule] = (),
         content_mode: ContentMode = "structured",
@@ -98,7 +99,7 @@ class Pipeline:
         self._routes = list(routes)
         self._content_mode = content_mode
         self._on_sequence = on_sequence
-        self._dedup = Deduplicator()
+        self._state = state
         self._sequences = SequenceTracker()
 
     @property
@@ -113,23 +114,23 @@ class Pipeline:
     def replace_sources(self, sources: Mapping[str, Source]) -> None:
         """Swap in reloaded sources; requests already past the lookup keep the old ones."""
         self._sources = sources
-        self._admission.configure(sources)
 
     async def process(self, delivery: Delivery, *, publish: bool = True) -> Accepted:
         """Answer only after the publisher made the events durable (or, in a dry run, never publish)."""
         source = self._source(delivery.source_id)
         with RefusalContext(self._admission.admit(source, delivery.client_ip, delivery.received_at)) as context:
             principal = await self._authenticate(source, delivery)
+            once = await self._reserve(source, delivery, principal)
             handled = self._handle(source, delivery, principal, context, publish=publish)
-            if principal.once is None:
+            if once is None:
                 return await handled
-            return await exactly_once(principal.once, handled, keep=publish)  # copies get the first's answer
+            return await exactly_once(once, handled, keep=publish)  # copies get the first's answer
 
     async def _handle(
         self, source: Source, delivery: Delivery, principal: Principal, context: RefusalContext, *, publish: bool
     ) -> Accepted:
         """Charge, authorize, read, plan and publish one authenticated delivery; refused content is dead-lettered."""
-        context.budget = self._admission.charge(source, delivery.received_at)  # only a proven sender spends it
+        context.budget = await self._admission.charge(source, delivery.received_at)  # only a proven sender spends it
         source.auth.authorize(principal)
         try:
             parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
@@ -167,11 +168,21 @@ class Pipeline:
         try:
             principal = await source.auth.authenticate(credentials)
         except AuthError:
-            self._admission.failed(source, delivery.client_ip, delivery.received_at)
+            await self._admission.failed(source, delivery.client_ip, delivery.received_at)
             raise
         outcome = delivery.outcome
         outcome.auth_method, outcome.principal, outcome.key_id = principal.method, principal.name, principal.key_id
         return principal
+
+    async def _reserve(self, source: Source, delivery: Delivery, principal: Principal) -> Once | None:
+        """Hold the credential's single-use id, if it has one, before anything else is done for it."""
+        single = principal.single_use
+        if single is None:
+            return None
+        digest = hashlib.sha256(single.id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        key = f"{source.id}:{principal.method}:{digest}"
+        fail_open = source.settings.single_use_on_state_outage == "local"
+        return await self._state.reserve(key, single, delivery.received_at, delivery.body, fail_open=fail_open)
 
     async def _dead_letter(
         self, source: Source, delivery: Delivery, principal: Principal, refused: ContentError, *, publish: bool
@@ -235,14 +246,13 @@ class Pipeline:
         window = source.settings.dedup_window_seconds
         records = list(plan.records)
         if window > 0:
-            seen = {e.id for e in plan.events if self._dedup.seen(e.id, now)}
+            seen = await self._state.seen([e.id for e in plan.events], now)
             records = [r for r in records if r.event_id not in seen]
         if not records:
             return
         await self._publisher.publish(records)
         if window > 0:
-            for event in plan.events:
-                self._dedup.remember(event.id, now, window)
+            self._state.remember([e.id for e in plan.events], now, window)
 
 
 async def exactly_once(once: Once, delivered: Coroutine[Any, Any, Accepted], *, keep: bool = True) -> Accepted:
@@ -273,12 +283,14 @@ async def exactly_once(once: Once, delivered: Coroutine[Any, Any, Accepted], *, 
     return accepted
 
 
-def build_pipeline(
+def build_pipeline(  # noqa: PLR0913 - the parts, plus where its state lives
     settings: Settings,
     sources: Mapping[str, Source],
     publisher: Publisher,
     metrics: Metrics,
     tracing: Tracing | None = None,
+    *,
+    state: State,
 ) -> Pipeline:
     """The one pipeline: the app serves with it, dead-letter re-drive re-submits through it."""
     prefix = settings.kafka.topic_prefix
@@ -289,12 +301,13 @@ def build_pipeline(
         deadletter_topic(prefix),
         max_pending=settings.kafka.max_pending_records,
     )
-    admission = Admission(sources, settings.server.failure_limit_per_minute)
+    admission = Admission(state, settings.server.failure_limit_per_minute)
     return Pipeline(
         sources,
         instrumented,
         prefix,
         admission,
+        state,
         routes=settings.routes,
         content_mode=settings.kafka.content_mode,
         on_sequence=metrics.count_sequence,

@@ -20,10 +20,11 @@ from typing import Any
 from receiver.deadletter import deadletter_topic, letter_delivery, letter_principal
 from receiver.errors import RequestError
 from receiver.metrics import Metrics
-from receiver.pipeline import build_pipeline
+from receiver.pipeline import Pipeline, build_pipeline
 from receiver.publish import open_publisher
 from receiver.settings import Settings
 from receiver.sources import build_sources
+from receiver.state import build_state
 
 
 @dataclass
@@ -72,17 +73,28 @@ async def redrive(settings: Settings, *, since: datetime | None = None, source: 
     report = RedriveReport()
     sources = build_sources(settings)
     metrics = Metrics({s.id: s.vendor.events for s in sources.values()})
-    async with open_publisher(settings) as publisher:
-        pipeline = build_pipeline(settings, sources, publisher, metrics)
-        async for letter in _letters(settings):
-            delivery = letter_delivery(letter)
-            if (source and delivery.source_id != source) or (since and delivery.received_at < since.timestamp()):
-                report.skipped += 1
-                continue
-            try:
-                await pipeline.redrive(delivery, letter_principal(letter))
-            except RequestError as exc:
-                report.still_refused.append((letter["id"], exc.code))
-                continue
-            report.replayed.append(letter["id"])
+    state = build_state(settings.state, lease_seconds=settings.kafka.publish_timeout_seconds + 5)
+    await state.start()
+    try:
+        async with open_publisher(settings) as publisher:
+            pipeline = build_pipeline(settings, sources, publisher, metrics, state=state)
+            await _redrive_letters(settings, pipeline, report, since=since, source=source)
+    finally:
+        await state.close()
     return report
+
+
+async def _redrive_letters(
+    settings: Settings, pipeline: Pipeline, report: RedriveReport, *, since: datetime | None, source: str | None
+) -> None:
+    async for letter in _letters(settings):
+        delivery = letter_delivery(letter)
+        if (source and delivery.source_id != source) or (since and delivery.received_at < since.timestamp()):
+            report.skipped += 1
+            continue
+        try:
+            await pipeline.redrive(delivery, letter_principal(letter))
+        except RequestError as exc:
+            report.still_refused.append((letter["id"], exc.code))
+            continue
+        report.replayed.append(letter["id"])

@@ -20,6 +20,8 @@ from pydantic import (
     Discriminator,
     Field,
     IPvAnyNetwork,
+    PrivateAttr,
+    SecretStr,
     StringConstraints,
     Tag,
     ValidationError,
@@ -29,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from receiver.auth.material import read_secret
 from receiver.auth.methods import AuthSettings
 from receiver.errors import ConfigError
 from receiver.vendors import VENDORS
@@ -66,6 +69,10 @@ class SourceSettings(_Frozen):
     include_raw: bool = Field(default=True, description="keep the vendor body in the event beside the reading")
     on_invalid: Literal["refuse", "accept"] = Field(
         default="refuse", description="refuse: 422; accept: 202, and the payload only goes to the dead-letter topic"
+    )
+    single_use_on_state_outage: Literal["refuse", "local"] = Field(
+        default="refuse",
+        description="when the shared state is unavailable, single-use ids: refuse (503) or check this process's memory",
     )
     dedup_window_seconds: int = Field(
         default=0, ge=0, description="an event id seen again within it is not republished"
@@ -264,6 +271,18 @@ class StateSettings(_Frozen):
             msg = "must not carry credentials; set state.username and state.password_file"
             raise ValueError(msg)
         return value
+
+    _password: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_password(self) -> StateSettings:
+        if self.password_file is not None:
+            self._password = read_secret(self.password_file)
+        return self
+
+    def password(self) -> str | None:
+        """The Redis password read from ``password_file`` at load time."""
+        return None if self._password is None else self._password.get_secret_value()
 
     @property
     def shared(self) -> bool:

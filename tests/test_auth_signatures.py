@@ -18,6 +18,7 @@ Vectors:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -49,6 +50,7 @@ from receiver.errors import (
     TokenNotYetValidError,
     TokenTooOldError,
 )
+from receiver.state import MemoryState, Once
 
 PAST = "2001-01-01T00:00:00Z"  # a not_after long gone
 FUTURE = "2099-01-01T00:00:00Z"
@@ -69,6 +71,19 @@ def refused(verifier: Any, request: Credentials, error: type[AuthError], *hidden
         assert value not in str(caught.value)
         assert value not in caught.value.message
     return caught.value
+
+
+def hold(state: MemoryState, verifier: Any, request: Credentials) -> Once:
+    """Verify, then reserve the credential's single-use id as the pipeline does."""
+    single = verifier.verify(request).single_use
+    assert single is not None, "the credential declares no single-use id"
+    return asyncio.run(state.reserve(single.id, single, request.now, request.body, fail_open=False))
+
+
+def replay_refused(state: MemoryState, verifier: Any, request: Credentials) -> None:
+    """The signature verifies, but its single-use id was already used for another body."""
+    with pytest.raises(ReplayedRequestError):
+        hold(state, verifier, request)
 
 
 def at(instant: str) -> float:
@@ -256,12 +271,11 @@ def test_beam_window(now: float, error: type[AuthError] | None) -> None:
 
 def test_beam_replay_refused_even_with_another_body() -> None:
     """The signature covers no body, so a signature is accepted once: a replay is refused."""
-    verifier = beam()
-    once = verifier.verify(beam_request()).once
-    assert once is not None
+    verifier, state = beam(), MemoryState()
+    once = hold(state, verifier, beam_request())
     once.settle("the first answer")  # the pipeline settles once the event is durable
     again = credentials(BEAM_HEADERS, BEAM_NOW + 10, body=b'{"temperature": 99}')
-    refused(verifier, again, ReplayedRequestError, BEAM_KEY, BEAM_SIGNATURE)
+    replay_refused(state, verifier, again)
 
 
 def test_replay_is_remembered_only_once_accepted() -> None:
@@ -424,19 +438,17 @@ def test_webhooks_replay_refused_until_window_passes() -> None:
     A copy is answered with the first one's answer by the pipeline; after the tolerance
     the id starts afresh.
     """
-    verifier = webhooks()
-    first = verifier.verify(webhook_request()).once
-    assert first is not None
+    verifier, state = webhooks(), MemoryState()
+    first = hold(state, verifier, webhook_request())
     assert first.first
     first.settle("the first answer")  # the pipeline settles once the event is durable
-    copy = verifier.verify(webhook_request(now=WH_TS + 5)).once
-    assert copy is not None
+    copy = hold(state, verifier, webhook_request(now=WH_TS + 5))
     assert not copy.first
     other_body = b'{"type": "forged"}'
     forged = webhook_request(
         {"webhook-signature": webhook_signature(WH_SECRET, WH_ID, WH_TS, other_body)}, now=WH_TS + 5, body=other_body
     )
-    refused(verifier, forged, ReplayedRequestError, WH_SECRET, WH_SIGNATURE[3:])
+    replay_refused(state, verifier, forged)
     retry_ts = WH_TS + 301
     retry = webhook_request(
         {
@@ -445,7 +457,7 @@ def test_webhooks_replay_refused_until_window_passes() -> None:
         },
         now=retry_ts + 1,
     )
-    assert verifier.verify(retry).claims["webhook-timestamp"] == retry_ts
+    assert hold(state, verifier, retry).first, "past the tolerance the id starts afresh"
 
 
 def test_webhooks_rotation_skips_expired_secret() -> None:
@@ -698,11 +710,11 @@ def test_funk_too_old_and_replayed(soracom: Signer) -> None:
     token = soracom.token(claims_with())
     with pytest.raises(TokenTooOldError):
         verifier.verify(funk_request(token, FUNK_IAT + 301 + 30))
-    once = verifier.verify(funk_request(token, FUNK_NOW)).once
-    assert once is not None
+    state = MemoryState()
+    once = hold(state, verifier, funk_request(token, FUNK_NOW))
     assert once.first, "the refused attempt did not reserve the jti"
     once.settle("the first answer")
-    refused(verifier, funk_request(token, FUNK_NOW + 1, body=b'{"other": 1}'), ReplayedRequestError)
+    replay_refused(state, verifier, funk_request(token, FUNK_NOW + 1, body=b'{"other": 1}'))
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_health_and_readiness(store_client: TestClient) -> None:
     assert store_client.get("/healthz").json() == {"status": "ok"}
     ready = store_client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"config": "ok", "shutdown": "ok", "store": "ok"}
+    assert ready.json()["checks"] == {"config": "ok", "shutdown": "ok", "store": "ok", "state": "ok"}
 
 
 def test_push_family_uses_the_same_pipeline(store_client: TestClient) -> None:

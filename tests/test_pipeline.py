@@ -15,13 +15,15 @@ from receiver.events import Delivery, Record
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.sources import build_sources
+from receiver.state import MemoryState
 from tests.conftest import BASIC_PASSWORD, SettingsFactory, message_body
 from tests.support.publisher import MemoryPublisher
 
 
 def pipeline_on(publisher: Publisher, make_settings: SettingsFactory) -> Pipeline:
     sources = build_sources(make_settings())
-    return Pipeline(sources, publisher, "iot", Admission(sources, 60))
+    state = MemoryState()
+    return Pipeline(sources, publisher, "iot", Admission(state, 60), state)
 
 
 def basic_delivery(body: bytes) -> Delivery:

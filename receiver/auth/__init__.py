@@ -7,7 +7,7 @@ never falls through from one method to another. ``methods.METHODS`` lists the me
 
 from __future__ import annotations
 
-from receiver.auth.base import Credentials, Expiry, Principal, Verifier
+from receiver.auth.base import Credentials, Expiry, Principal, SingleUse, Verifier
 from receiver.auth.source import SourceAuth, build_source_auth
 
-__all__ = ["Credentials", "Expiry", "Principal", "SourceAuth", "Verifier", "build_source_auth"]
+__all__ = ["Credentials", "Expiry", "Principal", "SingleUse", "SourceAuth", "Verifier", "build_source_auth"]

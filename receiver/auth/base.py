@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from receiver.auth.replay_cache import Once
 from receiver.errors import AuthError
 
 # Headers that carry a credential in HTTP itself, whichever method a source uses.
@@ -56,8 +55,21 @@ class Principal:
     claims: Mapping[str, Any] = field(default_factory=dict)
     proven: Mapping[str, str] | None = None
     """Device identity the credential itself proves (header name -> value); vendors prefer it."""
-    once: Once | None = field(default=None, compare=False, repr=False)
-    """The hold on a signed request id, for credentials that may be used once (see ``replay_cache``)."""
+    single_use: SingleUse | None = field(default=None, compare=False, repr=False)
+    """The signed id that makes this request usable once, for credentials that carry one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SingleUse:
+    """A signed request id (``webhook-id``, Beam signature, ``jti``) the pipeline reserves before handling.
+
+    ``until`` is the last instant the credential could be accepted, so the id need not be
+    remembered longer; ``refusal`` is the message when it comes back with another body.
+    """
+
+    id: str
+    until: float
+    refusal: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from pydantic import Field, field_validator, model_validator
 
-from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, SingleUse
 from receiver.auth.material import KeyFile, LiveKey, LiveSecret, Secret, as_key_files, load_public_keys, load_secrets
-from receiver.auth.replay_cache import Once, ReplayCache
 from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
@@ -183,7 +182,7 @@ class JwtVerifier:
         self._issuer = issuer
         self._audience = audience
         self._policy = policy
-        self._replays = ReplayCache() if reject_replayed_jti else None
+        self._single_use = reject_replayed_jti
         self._decoder = jwt.PyJWT()
         self._verified: OrderedDict[str, tuple[Mapping[str, Any], str, float | None]] = OrderedDict()
 
@@ -249,7 +248,7 @@ class JwtVerifier:
         except InvalidTokenError:
             self._verified.pop(token, None)
             raise
-        once = self._reserve(self._replays, claims, credentials) if self._replays is not None else None
+        once = self._single_use_of(claims, credentials) if self._single_use else None
         groups = claims.get("groups")
         return Principal(
             method=self.method,
@@ -258,7 +257,7 @@ class JwtVerifier:
             roles=_strings(claims.get("roles", claims.get("scope"))),
             groups=None if groups is None else _strings(groups),
             claims=claims,
-            once=once,
+            single_use=once,
         )
 
     def _candidates(self, alg: str, kid: str | None, now: float) -> list[tuple[Any, str, float | None]]:
@@ -311,13 +310,13 @@ class JwtVerifier:
             if self._audience not in audiences:
                 raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _reserve(self, replays: ReplayCache, claims: Mapping[str, Any], credentials: Credentials) -> Once:
+    def _single_use_of(self, claims: Mapping[str, Any], credentials: Credentials) -> SingleUse:
         now = credentials.now
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidTokenError("this source requires a unique `jti` claim in every token")
         replayed = "this token (`jti`) was already used for another request; sign a new one for each request"
-        return replays.reserve(jti, self._policy.valid_until(claims, now), now, credentials.body, replayed)
+        return SingleUse(jti, self._policy.valid_until(claims, now), replayed)
 
 
 METHOD = Method(

@@ -30,9 +30,8 @@ from typing import Any, Literal, Self
 
 from pydantic import Field
 
-from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, SingleUse
 from receiver.auth.material import LiveSecret, Secret, first_match, load_secrets
-from receiver.auth.replay_cache import ReplayCache
 from receiver.errors import InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
 
 SIGNATURE_VERSION = "20151001"
@@ -85,7 +84,6 @@ class SoracomBeamVerifier:
     def __init__(self, keys: Sequence[LiveSecret], window_seconds: int) -> None:
         self._keys = list(keys)
         self._window = window_seconds
-        self._seen = ReplayCache()
 
     @classmethod
     def from_settings(cls, settings: SoracomBeamAuthSettings, default_subject: str | None = None) -> Self:
@@ -122,11 +120,11 @@ class SoracomBeamVerifier:
             msg = f"the x-soracom-timestamp is more than {self._window} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
         replayed = "this Soracom Beam signature was already used for another request; send a fresh request"
-        once = self._seen.reserve(signature, signed_at + self._window, credentials.now, credentials.body, replayed)
+        once = SingleUse(signature, signed_at + self._window, replayed)
         values = dict(identity)
         name = next(values[n] for n in _NAME_ORDER if n in values)
         proven = {**values, "x-soracom-timestamp": timestamp}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, once=once)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, single_use=once)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

@@ -31,9 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.types import Options
 from pydantic import Field, field_validator
 
-from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, SingleUse
 from receiver.auth.material import KeyFile, LiveKey, as_key_files, load_public_keys
-from receiver.auth.replay_cache import Once, ReplayCache
 from receiver.auth.tokens import SIGNATURE_ONLY, numeric_claim
 from receiver.errors import (
     ConfigError,
@@ -93,7 +92,6 @@ class SoracomFunkVerifier:
         self._operator_id = operator_id
         self._leeway = leeway_seconds
         self._max_age = max_age_seconds
-        self._seen = ReplayCache()
         self._decoder = jwt.PyJWT()
 
     @classmethod
@@ -134,11 +132,11 @@ class SoracomFunkVerifier:
         ctx = claims.get("ctx")
         context: Mapping[str, Any] = ctx if isinstance(ctx, Mapping) else {}
         name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
-        once = self._reserve(claims, credentials)
+        once = self._single_use_of(claims, credentials)
         proven = {header: str(context[claim]) for claim, header in _PROVEN_HEADERS.items() if context.get(claim)}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, once=once)
+        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, single_use=once)
 
-    def _reserve(self, claims: Mapping[str, Any], credentials: Credentials) -> Once | None:
+    def _single_use_of(self, claims: Mapping[str, Any], credentials: Credentials) -> SingleUse | None:
         """A token's ``jti`` is used for one request, for as long as its ``iat`` keeps it acceptable."""
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
@@ -146,7 +144,7 @@ class SoracomFunkVerifier:
         now = credentials.now
         until = float(claims.get("iat", now)) + self._max_age + self._leeway
         replayed = "this x-soracom-token (jti) was already used for another request"
-        return self._seen.reserve(jti, until, now, credentials.body, replayed)
+        return SingleUse(jti, until, replayed)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

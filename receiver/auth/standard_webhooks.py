@@ -23,9 +23,8 @@ from typing import Any, Literal, Self
 
 from pydantic import Field
 
-from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal
+from receiver.auth.base import Credentials, Expiry, Method, MethodSettings, Principal, SingleUse
 from receiver.auth.material import LiveSecret, Secret, first_match, load_secrets
-from receiver.auth.replay_cache import ReplayCache
 from receiver.errors import ConfigError, InvalidSignatureError, ReplayedRequestError, SignatureExpiredError
 
 SECRET_PREFIX = b"whsec_"
@@ -61,7 +60,6 @@ class StandardWebhooksVerifier:
         """``keys`` hold the decoded HMAC keys, not the ``whsec_`` strings."""
         self._keys = list(keys)
         self._tolerance = tolerance_seconds
-        self._seen = ReplayCache()
 
     @classmethod
     def from_settings(cls, settings: StandardWebhooksAuthSettings, default_subject: str | None = None) -> Self:
@@ -103,9 +101,9 @@ class StandardWebhooksVerifier:
             msg = f"the webhook-timestamp is more than {self._tolerance} s in the future; check the clocks"
             raise SignatureExpiredError(msg)
         replayed = "this webhook-id was already used for another body; a webhook id names one delivery"
-        once = self._seen.reserve(msg_id, signed_at + self._tolerance, credentials.now, credentials.body, replayed)
+        once = SingleUse(msg_id, signed_at + self._tolerance, replayed)
         claims = {"webhook-id": msg_id, "webhook-timestamp": signed_at}
-        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims, once=once)
+        return Principal(method=self.method, name=key.id, key_id=key.id, claims=claims, single_use=once)
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

@@ -1,0 +1,357 @@
+"""The state shared by every worker and replica, in Redis (or Valkey): ``state.url: redis://...``.
+
+Each operation is one atomic round trip, done on the Redis side: ``SET NX GET PX`` to
+reserve a single-use id, a small Lua script for a window's count (``INCR`` and, the
+first time, ``PEXPIRE``), ``MGET`` for the dedup window. Writes the answer does not wait
+for (settling an id, remembering published ids) go in the background. Every key expires
+by itself, so Redis holds at most the windows' worth of keys.
+
+Failed authentications are counted in Redis, but the check before authentication is
+local, so the hot path asks Redis nothing for it: the call that counts an address's
+last allowed failure publishes a notice, and every process marks the address blocked
+until the window ends. A process that missed the notice (it started later) learns on
+that address's next failure.
+
+When Redis does not answer within ``state.timeout_seconds``, or failed less than a
+second ago, each concern falls back as the README's policy says: single-use ids fail
+closed (503 ``state_unavailable``) unless the source opted out, and then use this
+process's memory; budgets, failure counts and the dedup window fall back to this
+process's memory. Each fallback is counted (``receiver_state_fallbacks_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Collection, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from receiver.errors import (
+    ContentError,
+    KafkaUnavailableError,
+    ReplayedRequestError,
+    RequestError,
+    StateUnavailableError,
+    error_classes,
+)
+from receiver.events import Accepted
+from receiver.limits import WINDOW, Budget
+from receiver.state.memory import MemoryState
+from receiver.vendors.base import Answer
+
+if TYPE_CHECKING:
+    from receiver.auth import SingleUse
+    from receiver.settings import StateSettings
+
+log = logging.getLogger("receiver.state")
+
+RETRY_AFTER_FAILURE = 1.0  # after a failed call, Redis is not asked again for this long
+POLL_SECONDS = 0.02  # how often a copy looks for the first copy's answer
+_PENDING, _SETTLED = b"P", b"S"
+_FINGERPRINT = 32  # sha256 digest bytes
+
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if ARGV[3] and n == tonumber(ARGV[2]) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return n
+"""
+_SETTLE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 0
+"""
+
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+class RedisOnce:
+    """One request's hold on a single-use id kept in Redis."""
+
+    __slots__ = ("_held", "_key", "_state", "_until", "first")
+
+    def __init__(self, state: RedisState, key: str, held: bytes | None, until: float, *, first: bool) -> None:
+        self._state, self._key, self._held, self._until = state, key, held, until
+        self.first = first
+
+    async def earlier_answer(self) -> Any:
+        """Poll for the first copy's answer; it is bounded by the reservation's lease."""
+        deadline = time.monotonic() + self._state.lease
+        value = self._held
+        while value is not None and value[:1] == _PENDING and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                value = await self._state.call(lambda r: r.get(self._key))
+            except StateUnavailableError as exc:
+                return exc
+        if value is not None and value[:1] == _SETTLED:
+            return decode_answer(value[1 + _FINGERPRINT :])
+        return KafkaUnavailableError("an identical request was being handled and did not finish; retry")
+
+    def settle(self, answer: Any) -> None:
+        assert self._held is not None  # only the first copy settles  # noqa: S101
+        value = _SETTLED + self._held[1 : 1 + _FINGERPRINT] + encode_answer(answer)
+        ttl = max(1, math.ceil((self._until - time.time()) * 1000))
+        self._state.background(self._state.settle_script(keys=[self._key], args=[self._held, value, ttl]))
+
+    def release(self, answer: Any) -> None:
+        del answer  # copies elsewhere see the key gone and are answered 503; later ones start afresh
+        assert self._held is not None  # noqa: S101
+        self._state.background(self._state.settle_script(keys=[self._key], args=[self._held, b"", 0]))
+
+
+class RedisState:
+    """``base.State`` in Redis, with this process's memory as the fallback where the policy allows one."""
+
+    shared = True
+
+    def __init__(
+        self,
+        settings: StateSettings,
+        *,
+        password: str | None,
+        lease_seconds: float,
+        on_fallback: Callable[[str], None] = lambda _concern: None,
+    ) -> None:
+        self._prefix = settings.key_prefix
+        self._timeout = settings.timeout_seconds
+        self.lease = lease_seconds
+        self._on_fallback = on_fallback
+        self._local = MemoryState()
+        self._blocked: dict[str, float] = {}  # failure key -> until, learnt from notices
+        self._views: dict[str, tuple[int, int, float]] = {}  # budget key -> (limit, count, window end) last seen
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._channel = f"{self._prefix}blocked"
+        kwargs: dict[str, Any] = {}
+        if settings.url is not None and settings.url.startswith("rediss://") and settings.tls_ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            settings.url or "redis://127.0.0.1:6379/0",
+            max_connections=64,
+            timeout=self._timeout,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+            username=settings.username,
+            password=password,
+            **kwargs,
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._count = self._redis.register_script(_COUNT)
+        self.settle_script = self._redis.register_script(_SETTLE)
+        self.where = settings.url or ""
+
+    async def start(self) -> None:
+        self._listener = asyncio.get_running_loop().create_task(self._listen(), name="state-blocked-notices")
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._redis.aclose()
+        await self._pool.disconnect()
+
+    async def check(self) -> str | None:
+        try:
+            await self.call(lambda r: r.ping(), fresh=True)
+        except StateUnavailableError:
+            return f"redis at {self.where} does not answer"
+        return None
+
+    async def call(self, operation: Callable[[aioredis.Redis], Any], *, fresh: bool = False) -> Any:
+        """One Redis round trip within the timeout; ``StateUnavailableError`` when it cannot be had."""
+        now = time.monotonic()
+        if not fresh and now < self._down_until:
+            msg = "the shared state store is unavailable; retry in a few seconds"
+            raise StateUnavailableError(msg)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await operation(self._redis)
+        except _FAILURES as exc:
+            if self._down_until < now:
+                log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
+            self._down_until = now + RETRY_AFTER_FAILURE
+            msg = "the shared state store did not answer in time; retry in a few seconds"
+            raise StateUnavailableError(msg) from exc
+
+    def background(self, write: Coroutine[Any, Any, Any]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(StateUnavailableError):
+                await self.call(lambda _r: write)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- single-use ids
+
+    async def reserve(self, key: str, single_use: SingleUse, now: float, body: bytes, *, fail_open: bool) -> Any:
+        fingerprint = hashlib.sha256(body).digest()
+        held = _PENDING + fingerprint + os.urandom(16)
+        name = f"{self._prefix}once:{key}"
+        until = single_use.until
+        lease = max(1, math.ceil(min(self.lease, until - now) * 1000))
+        try:
+            existing: bytes | None = await self.call(lambda r: r.set(name, held, nx=True, get=True, px=lease))
+        except StateUnavailableError:
+            if not fail_open:
+                raise
+            self._on_fallback("single_use")
+            return await self._local.reserve(key, single_use, now, body, fail_open=True)
+        if existing is None:
+            return RedisOnce(self, name, held, until, first=True)
+        if existing[1 : 1 + _FINGERPRINT] != fingerprint:
+            raise ReplayedRequestError(single_use.refusal)
+        return RedisOnce(self, name, existing, until, first=False)
+
+    # -- the dedup window
+
+    async def seen(self, event_ids: Collection[str], now: float) -> set[str]:
+        ids = list(event_ids)
+        try:
+            found = await self.call(lambda r: r.mget([f"{self._prefix}pub:{i}" for i in ids]))
+        except StateUnavailableError:
+            self._on_fallback("dedup")
+            return await self._local.seen(ids, now)
+        return {i for i, hit in zip(ids, found, strict=True) if hit is not None}
+
+    def remember(self, event_ids: Collection[str], now: float, window: float) -> None:
+        self._local.remember(event_ids, now, window)
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.set(f"{self._prefix}pub:{event_id}", b"1", px=max(1, int(window * 1000)))
+        self.background(pipe.execute())
+
+    # -- budgets and failure counts: fixed one-minute windows, as in memory
+
+    async def _counted(self, kind: str, key: str, limit: int, now: float, *, notice: str = "") -> tuple[int, float]:
+        start = now - now % WINDOW
+        name = f"{self._prefix}{kind}:{key}:{int(start)}"
+        args: list[Any] = [int(WINDOW * 1000) + 1000, limit]
+        if notice:
+            args += [self._channel, notice]
+        count = await self.call(lambda _r: self._count(keys=[name], args=args))
+        return int(count), start + WINDOW
+
+    def budget(self, key: str, limit: int, now: float) -> Budget:
+        view = self._views.get(key)
+        if view is None or view[0] != limit or now >= view[2]:
+            return self._local.budget(key, limit, now)
+        return _budget(limit, view[1], view[2], now)
+
+    async def take(self, key: str, limit: int, now: float) -> tuple[bool, Budget]:
+        try:
+            count, ends = await self._counted("budget", key, limit, now)
+        except StateUnavailableError:
+            self._on_fallback("budget")
+            return await self._local.take(key, limit, now)
+        if len(self._views) > 10_000:  # keys are configured sources: this is a backstop
+            self._views.clear()
+        self._views[key] = (limit, count, ends)
+        return count <= limit, _budget(limit, count, ends, now)
+
+    def blocked(self, key: str, limit: int, now: float) -> Budget | None:
+        until = self._blocked.get(key)
+        if until is not None and now < until:
+            return _budget(limit, limit, until, now)
+        if until is not None:
+            del self._blocked[key]
+        return self._local.blocked(key, limit, now)
+
+    async def failed(self, key: str, limit: int, now: float) -> None:
+        try:
+            count, ends = await self._counted("fail", key, limit, now, notice=f"{ends_of(now)}\x00{key}")
+        except StateUnavailableError:
+            self._on_fallback("failure_limit")
+            await self._local.failed(key, limit, now)
+            return
+        if count >= limit:
+            self._block(key, ends)
+
+    def _block(self, key: str, until: float) -> None:
+        if len(self._blocked) > 100_000:
+            now = time.time()
+            self._blocked = {k: u for k, u in self._blocked.items() if u > now}
+            if len(self._blocked) > 100_000:
+                self._blocked.clear()
+        self._blocked[key] = until
+
+    async def _listen(self) -> None:
+        """Take block notices from the other processes; reconnect after Redis comes back."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                async for message in pubsub.listen():
+                    until, _, key = bytes(message["data"]).decode("utf-8", "replace").partition("\x00")
+                    with contextlib.suppress(ValueError):
+                        self._block(key, float(until))
+            except _FAILURES:
+                await asyncio.sleep(RETRY_AFTER_FAILURE)
+            finally:
+                with contextlib.suppress(*_FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def ends_of(now: float) -> float:
+    return now - now % WINDOW + WINDOW
+
+
+def _budget(limit: int, count: int, ends: float, now: float) -> Budget:
+    return Budget(limit, max(0, limit - count), max(1, math.ceil(ends - now)))
+
+
+# -- the answers kept for copies of a request
+
+
+def encode_answer(answer: Any) -> bytes:
+    """What a copy of the request is answered with: an ``Accepted``, or a dead-lettered refusal."""
+    if isinstance(answer, Accepted):
+        vendor = answer.answer
+        return json.dumps({
+            "id": answer.event_id, "topics": list(answer.topics), "status": answer.status, "code": answer.code,
+            "ids": None if answer.event_ids is None else list(answer.event_ids),
+            "answer": None if vendor is None else [vendor.status, vendor.body],
+        }, separators=(",", ":")).encode()  # fmt: skip
+    if isinstance(answer, ContentError):
+        return json.dumps({"refused": answer.code, **answer.body()}, separators=(",", ":")).encode()
+    msg = f"no answer of type {type(answer).__name__} is kept"
+    raise TypeError(msg)
+
+
+def decode_answer(blob: bytes) -> Accepted | RequestError:
+    data = json.loads(blob)
+    code = data.get("refused")
+    if code is not None:
+        cls = next((c for c in error_classes(ContentError) if c.code == code), None)
+        if cls is None:
+            return KafkaUnavailableError("an identical request was refused; retry")
+        error = cls.__new__(cls)
+        ContentError.__init__(error, str(data.get("message", "")))
+        if "errors" in data:
+            error.errors = list(data["errors"])  # type: ignore[attr-defined]
+        return error
+    vendor = data.get("answer")
+    return Accepted(
+        event_id=data["id"],
+        topics=data["topics"],
+        status=data["status"],
+        code=data["code"],
+        event_ids=data["ids"],
+        answer=None if vendor is None else Answer(vendor[0], vendor[1]),
+    )
