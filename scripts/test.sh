@@ -10,6 +10,7 @@ uv() { python3 -m uv "$@"; }
 
 uv sync --frozen --quiet --all-extras
 uv run --frozen python scripts/kafka_broker.py fetch >/dev/null   # fail early, with mvn's words, if Kafka can't be had
+uv run --frozen python scripts/redis_server.py ensure >/dev/null  # Debian's redis-server, for the shared-state tests
 uv run --frozen ruff format --check .
 uv run --frozen ruff check .
 uv run --frozen mypy

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from receiver.app import create_app
 from receiver.settings import Settings, build_settings
 
-pytest_plugins = ("tests.support.kafka",)  # the session's Kafka broker and the topic_prefix fixture
+pytest_plugins = ("tests.support.kafka", "tests.support.redis")  # the real broker and Redis, a prefix per test
 
 DOMAIN = "customer47.prod-eu-north-1.iotcomms.io"
 OTHER_DOMAIN = "customer48.prod-eu-north-1.iotcomms.io"

@@ -181,13 +181,17 @@ class RedisState:
             raise StateUnavailableError(msg)
         try:
             async with asyncio.timeout(self._timeout):
-                return await operation(self._redis)
+                result = await operation(self._redis)
         except _FAILURES as exc:
             if self._down_until < now:
                 log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
             self._down_until = now + RETRY_AFTER_FAILURE
             msg = "the shared state store did not answer in time; retry in a few seconds"
             raise StateUnavailableError(msg) from exc
+        if self._down_until:
+            self._down_until = 0.0
+            log.info("receiver.state_available", extra={"where": self.where})
+        return result
 
     def background(self, write: Coroutine[Any, Any, Any]) -> None:
         async def run() -> None:
