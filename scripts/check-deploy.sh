@@ -165,7 +165,14 @@ for source in (yaml.safe_load(config).get("sources") or {}).values():
 (root / "config.yaml").write_text(config.replace("/etc/receiver/", f"{root}/etc/receiver/"))
 for env in container.get("env", []):
     if "value" in env and env["name"].startswith("RECEIVER_"):
-        print(f"{env['name']}={env['value']}")
+        value = env["value"]
+        if env["name"].endswith("_FILE") and value.startswith("/etc/receiver/"):  # a Secret's file
+            target = root / value.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("not-a-real-password\n")
+            target.chmod(0o600)
+            value = str(target)
+        print(f"{env['name']}={value}")
 PY
     mapfile -t chart_env <"$work/env"
     quiet "receiver check-config on the chart's config + env ($name: $(tr '\n' ' ' <"$work/env" | sed 's/ $//'))" \
