@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from receiver.errors import (
     ContentError,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("receiver.state")
 
+MAX_CONNECTIONS = 512
 RETRY_AFTER_FAILURE = 1.0  # after a failed call, Redis is not asked again for this long
 POLL_SECONDS = 0.02  # how often a copy looks for the first copy's answer
 _PENDING, _SETTLED = b"P", b"S"
@@ -103,12 +104,12 @@ class RedisOnce:
         assert self._held is not None  # only the first copy settles  # noqa: S101
         value = _SETTLED + self._held[1 : 1 + _FINGERPRINT] + encode_answer(answer)
         ttl = max(1, math.ceil((self._until - time.time()) * 1000))
-        self._state.background(self._state.settle_script(keys=[self._key], args=[self._held, value, ttl]))
+        self._state.background(self._state.script(_SETTLE, [self._key], [self._held, value, ttl]))
 
     def release(self, answer: Any) -> None:
         del answer  # copies elsewhere see the key gone and are answered 503; later ones start afresh
         assert self._held is not None  # noqa: S101
-        self._state.background(self._state.settle_script(keys=[self._key], args=[self._held, b"", 0]))
+        self._state.background(self._state.script(_SETTLE, [self._key], [self._held, b"", 0]))
 
 
 class RedisState:
@@ -138,10 +139,11 @@ class RedisState:
         kwargs: dict[str, Any] = {}
         if settings.url is not None and settings.url.startswith("rediss://") and settings.tls_ca_file is not None:
             kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
-        self._pool = aioredis.BlockingConnectionPool.from_url(
+        # A plain pool (cheaper per call than the blocking one): one connection per request
+        # in flight at most, and past the cap a call fails as "unavailable" instead of waiting.
+        self._pool = aioredis.ConnectionPool.from_url(
             settings.url or "redis://127.0.0.1:6379/0",
-            max_connections=64,
-            timeout=self._timeout,
+            max_connections=MAX_CONNECTIONS,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
             username=settings.username,
@@ -149,8 +151,7 @@ class RedisState:
             **kwargs,
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
-        self._count = self._redis.register_script(_COUNT)
-        self.settle_script = self._redis.register_script(_SETTLE)
+        self._sha = {text: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for text in (_COUNT, _SETTLE)}
         self.where = settings.url or ""
 
     async def start(self) -> None:
@@ -180,8 +181,8 @@ class RedisState:
             msg = "the shared state store is unavailable; retry in a few seconds"
             raise StateUnavailableError(msg)
         try:
-            async with asyncio.timeout(self._timeout):
-                result = await operation(self._redis)
+            # No asyncio.timeout here: the client bounds connect and every read by the timeout.
+            result = await operation(self._redis)
         except _FAILURES as exc:
             if self._down_until < now:
                 log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
@@ -192,6 +193,15 @@ class RedisState:
             self._down_until = 0.0
             log.info("receiver.state_available", extra={"where": self.where})
         return result
+
+    async def script(self, text: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, and EVAL once when Redis lost its script cache (a restart)."""
+        try:
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self._sha[text], len(keys), *keys, *args
+            )
+        except NoScriptError:
+            return await self._redis.execute_command("EVAL", text, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
     def background(self, write: Coroutine[Any, Any, Any]) -> None:
         async def run() -> None:
@@ -249,7 +259,7 @@ class RedisState:
         args: list[Any] = [int(WINDOW * 1000) + 1000, limit]
         if notice:
             args += [self._channel, notice]
-        count = await self.call(lambda _r: self._count(keys=[name], args=args))
+        count = await self.call(lambda _r: self.script(_COUNT, [name], args))
         return int(count), start + WINDOW
 
     def budget(self, key: str, limit: int, now: float) -> Budget:
