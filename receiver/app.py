@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypedDict
 
 from pydantic_core import to_json as json_bytes
@@ -18,14 +19,14 @@ from receiver.connections import GuardedHttpToolsProtocol
 from receiver.endpoints import ROUTES, DeliveryDispatch
 from receiver.errors import RequestError
 from receiver.logs import configure_logging
-from receiver.metrics import Metrics
+from receiver.metrics import Metrics, SharedMetrics
 from receiver.openapi import build_openapi
 from receiver.pipeline import Pipeline, build_pipeline
 from receiver.publish import Publisher, open_publisher
 from receiver.reload import Reloader, watched_files
 from receiver.request_log import ObserveRequests
 from receiver.responses import on_http_error, on_request_error, on_unexpected_error
-from receiver.settings import Settings, config_path_from_env, load_settings
+from receiver.settings import Settings, config_path_from_env, load_settings, metrics_dir_from_env
 from receiver.shutdown import Drain, drain_on_signals
 from receiver.sources import build_sources
 from receiver.state import State as SharedState
@@ -59,17 +60,21 @@ def create_app(
     span_exporter: Any = None,
     reload_settings: Callable[[], Settings] | None = None,
     publisher: Publisher | None = None,
+    metrics_dir: Path | None = None,
 ) -> Starlette:
     """Build the app; bad settings (unreadable keys, secrets) raise ``ConfigError`` now.
 
     ``reload_settings`` loads fresh settings for SIGHUP and the file watch (the CLI
     passes the config file's loader); ``span_exporter`` replaces the configured
     OpenTelemetry exporter (tests pass an in-memory one); ``publisher`` replaces the
-    configured Kafka producer or store (tests of the pipeline pass an in-memory one).
+    configured Kafka producer or store (tests of the pipeline pass an in-memory one);
+    ``metrics_dir`` makes this app one worker among several, whose metrics are merged
+    through files there.
     """
     sources = build_sources(settings)
     tracing = Tracing(settings.tracing, span_exporter)
-    metrics = Metrics({source.id: source.vendor.events for source in sources.values()})
+    events = {source.id: source.vendor.events for source in sources.values()}
+    metrics = Metrics(events) if metrics_dir is None else SharedMetrics(events, metrics_dir)
     prefix = settings.kafka.topic_prefix
     openapi = json_bytes(build_openapi(sources, dry_run=settings.dry_run.enabled))
     audit = (
@@ -98,12 +103,13 @@ def create_app(
         del app
         drain = Drain()
         async with _given(publisher) if publisher is not None else open_publisher(settings) as opened:
-            depth = getattr(opened, "depth", None)
-            if depth is not None:
-                metrics.store_depth.set_function(lambda: float(getattr(opened, "depth", 0)))
+            # Read at scrape time, or written on change when another worker may serve the scrape.
+            store: Any = opened
+            if getattr(store, "depth", None) is not None:
+                store.on_change = metrics.follow(metrics.store_depth, lambda: float(store.depth))
             breaker = getattr(opened, "breaker", None)
             if breaker is not None:
-                metrics.breaker_open.set_function(lambda: float(breaker.is_open))
+                breaker.on_change = metrics.follow(metrics.breaker_open, lambda: float(breaker.is_open))
             shared = build_state(
                 settings.state,
                 lease_seconds=settings.kafka.publish_timeout_seconds + 5,
@@ -144,6 +150,7 @@ def create_app(
                 await audit.stop(published, within=settings.kafka.shutdown_timeout_seconds / 2)
             await shared.close()
         tracing.shutdown()
+        metrics.close()
         log.info("receiver.stopped")
 
     return Starlette(
@@ -189,7 +196,7 @@ def app_from_environment() -> Starlette:
     settings = load_settings(path)
     configure_logging(settings.server.log_level, settings.server.log_format)
     GuardedHttpToolsProtocol.configure(settings.server)  # this worker's connection limits
-    app = create_app(settings, reload_settings=lambda: load_settings(path))
+    app = create_app(settings, reload_settings=lambda: load_settings(path), metrics_dir=metrics_dir_from_env())
     # What startup built (settings, keys, models, routes) lives as long as the process:
     # freeze it out of the cycle collector's scans, and run the young-generation pass less
     # often, since every request allocates many short-lived containers.

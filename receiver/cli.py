@@ -8,13 +8,15 @@ import os
 import signal
 import sqlite3
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from receiver.errors import ConfigError
 from receiver.logs import configure_logging
-from receiver.settings import Settings, config_path_from_env, load_settings
+from receiver.settings import METRICS_DIR_VARIABLE, Settings, config_path_from_env, load_settings
 
 
 def _load(path: Path | None) -> Settings:
@@ -35,31 +37,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from receiver.connections import GuardedHttpToolsProtocol  # noqa: PLC0415
+    from receiver.workers import resolve_workers  # noqa: PLC0415
 
     path = args.config or config_path_from_env()
     settings = _load(path)
     if path is not None:
         os.environ["RECEIVER_CONFIG"] = str(path.resolve())  # for uvicorn's worker processes
     configure_logging(settings.server.log_level, settings.server.log_format)
+    workers = resolve_workers(settings, args.workers)
+    workers.announce()
     # uvicorn re-raises the SIGTERM it shut down gracefully for once it is done; with this
     # handler in place that ends here, and a clean SIGTERM exits 0 as orchestrators expect.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
-    uvicorn.run(
-        "receiver.app:app_from_environment",
-        factory=True,
-        host=args.host or settings.server.host,
-        port=args.port or settings.server.port,
-        workers=args.workers or settings.server.workers,
-        log_level=settings.server.log_level,
-        access_log=False,  # the app writes one canonical line per request instead
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
-        timeout_keep_alive=int(settings.server.keepalive_timeout_seconds),
-        http=GuardedHttpToolsProtocol,  # uvicorn's httptools protocol plus a header deadline and a connection cap
-        proxy_headers=False,
-        server_header=False,
-    )
+    with _metrics_dir(workers.count) as metrics_dir:
+        if metrics_dir is not None:  # inherited by the workers, before they import prometheus_client
+            os.environ[METRICS_DIR_VARIABLE] = metrics_dir
+        uvicorn.run(
+            "receiver.app:app_from_environment",
+            factory=True,
+            host=args.host or settings.server.host,
+            port=args.port or settings.server.port,
+            workers=workers.count,
+            log_level=settings.server.log_level,
+            access_log=False,  # the app writes one canonical line per request instead
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+            timeout_keep_alive=int(settings.server.keepalive_timeout_seconds),
+            http=GuardedHttpToolsProtocol,  # uvicorn's httptools protocol plus a header deadline and a connection cap
+            proxy_headers=False,
+            server_header=False,
+        )
     return 0
+
+
+@contextmanager
+def _metrics_dir(workers: int) -> Iterator[str | None]:
+    """A fresh directory for the workers' metric files when there are several (none for one: in memory).
+
+    Fresh on every start, as prometheus_client requires: values from a previous run
+    would be added to this one's. Removed when the server stops.
+    """
+    if workers == 1:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="receiver-metrics-") as directory:
+        yield directory
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -231,7 +253,7 @@ def parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one flat table of co
     serve.add_argument("--config", type=Path, help="YAML config (default: $RECEIVER_CONFIG)")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, auto)")
     serve.set_defaults(run=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and its keys and secrets")

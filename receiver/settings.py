@@ -290,10 +290,15 @@ class StateSettings(_Frozen):
         return self.url is not None
 
 
+MAX_WORKERS = 64
+
+
 class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, gt=0, lt=65536)
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int | Literal["auto"] = Field(
+        default="auto", description="worker processes; auto: the available CPUs when state is shared, else 1"
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger bodies get 413")
     max_header_bytes: int = Field(default=16384, ge=1024, description="larger header sections get 431")
     max_headers: int = Field(default=100, ge=10, description="more header lines get 431")
@@ -329,6 +334,19 @@ class ServerSettings(_Frozen):
     drain_seconds: float = Field(
         default=0.0, ge=0, le=120, description="on SIGTERM, keep serving this long with /readyz at 503 first"
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        # One message for both halves of the union (the environment gives a string).
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+            return value
+        msg = f"must be auto or a whole number from 1 to {MAX_WORKERS}"
+        raise ValueError(msg)
 
 
 class Settings(BaseSettings):
@@ -411,4 +429,17 @@ def load_settings(path: Path | None, *, environ: bool = True) -> Settings:
 def config_path_from_env() -> Path | None:
     """``RECEIVER_CONFIG``, the config path when ``--config`` is not given."""
     value = os.environ.get("RECEIVER_CONFIG")
+    return Path(value) if value else None
+
+
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir_from_env() -> Path | None:
+    """``PROMETHEUS_MULTIPROC_DIR``: set by ``receiver serve`` for its workers when it runs several.
+
+    prometheus_client reads it too, when first imported: each worker then writes its
+    metric values to files there, and whichever worker serves ``/metrics`` reads them all.
+    """
+    value = os.environ.get(METRICS_DIR_VARIABLE)
     return Path(value) if value else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -53,20 +53,27 @@ class Breaker:
 
     def __init__(self) -> None:
         self.open_reason: str | None = "connecting"
+        self.on_change: Callable[[], None] | None = None  # told when it opens or closes
 
     @property
     def is_open(self) -> bool:
         return self.open_reason is not None
 
     def trip(self, reason: str) -> None:
-        if self.open_reason is None:
+        was_open = self.is_open
+        if not was_open:
             log.warning("receiver.kafka_breaker_open", extra={"reason": reason})
         self.open_reason = reason
+        if not was_open and self.on_change is not None:
+            self.on_change()
 
     def reset(self) -> None:
-        if self.open_reason is not None:
-            log.info("receiver.kafka_breaker_closed", extra={"was": self.open_reason})
+        if self.open_reason is None:
+            return
+        log.info("receiver.kafka_breaker_closed", extra={"was": self.open_reason})
         self.open_reason = None
+        if self.on_change is not None:
+            self.on_change()
 
 
 class KafkaPublisher:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -69,10 +69,6 @@ def read_events(conn: sqlite3.Connection, after: int = 0, topic: str | None = No
         yield StoredEvent(seq, topic_, bytes(key), bytes(value), [tuple(h) for h in json.loads(headers)])
 
 
-def count_events(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-
 def last_seq(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
     return int(row[0])
@@ -89,12 +85,15 @@ class StorePublisher:
         self._conn: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self.depth = 0  # events held in the store, for the store-depth metric
+        # Events held in the store, for the store-depth metric. The store is append-only,
+        # so its last sequence number is its depth, also when several workers write it.
+        self.depth = 0
+        self.on_change: Callable[[], None] | None = None  # told when ``depth`` changes
 
     async def __aenter__(self) -> Self:
         try:
             self._conn = await asyncio.to_thread(connect, self._path)
-            self.depth = await asyncio.to_thread(count_events, self._conn)
+            self.depth = await asyncio.to_thread(last_seq, self._conn)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError([f"store.path: cannot open {self._path}: {exc}"]) from exc
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
@@ -131,7 +130,7 @@ class StorePublisher:
                 batch.append(self._queue.get_nowait())
             rows = [r for records, _ in batch for r in records]
             try:
-                await asyncio.to_thread(self._write, rows)
+                self.depth = await asyncio.to_thread(self._write, rows)
             except sqlite3.Error as exc:
                 error = StoreUnavailableError(f"the event store could not write the event ({exc}); retry later")
                 for _, done in batch:
@@ -139,13 +138,15 @@ class StorePublisher:
                         done.set_exception(error)
                     self._queue.task_done()
                 continue
-            self.depth += len(rows)
+            if self.on_change is not None:
+                self.on_change()
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
                 self._queue.task_done()
 
-    def _write(self, records: list[Record]) -> None:
+    def _write(self, records: list[Record]) -> int:
+        """Commit ``records`` in one transaction; return the store's last sequence number after them."""
         if self._conn is None:  # only written to between __aenter__ and __aexit__
             msg = "the event store is not open"
             raise StoreUnavailableError(msg)
@@ -156,3 +157,4 @@ class StorePublisher:
             self._conn.executemany(
                 "INSERT INTO events (topic, key, value, headers, stored_at) VALUES (?, ?, ?, ?, ?)", rows
             )
+            return last_seq(self._conn)  # other workers' rows included: the write lock is held

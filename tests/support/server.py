@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +40,28 @@ class _PortTakenError(Exception):
 
 @contextmanager
 def run_receiver(
-    config: Path, *, log: Path | None = None, ready_timeout: float = 60.0, stop_timeout: float = 30.0
+    config: Path,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    ready_timeout: float = 60.0,
+    stop_timeout: float = 30.0,
 ) -> Iterator[Receiver]:
-    """Run ``receiver serve --config CONFIG`` on a free port until the block ends; yield it once ready.
+    """Run ``receiver serve --config CONFIG [ARGS]`` on a free port until the block ends; yield it once ready.
 
     The child gets the test's environment without any ``RECEIVER_*`` variable, so the
-    config file alone decides. Its output goes to ``log`` (default: ``receiver.log``
+    config file alone decides, plus ``env``. Its output goes to ``log`` (default: ``receiver.log``
     beside the config). On leaving, a process still running gets SIGTERM (uvicorn's
     graceful shutdown), and is killed if it has not exited within ``stop_timeout``.
     """
     log = log or config.parent / "receiver.log"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RECEIVER_")}
-    env["PYTHONUNBUFFERED"] = "1"
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("RECEIVER_")}
+    child_env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
     # free_port holds the port back from other tests, but not from a process that binds
     # that very number: should one win the race, start over on another port.
     for attempt in range(3):
-        receiver = _start(config, log, env)
+        receiver = _start(config, args, log, child_env)
         try:
             _wait_started(receiver, ready_timeout, is_last=attempt == 2)
         except _PortTakenError:
@@ -71,9 +77,9 @@ def run_receiver(
         return
 
 
-def _start(config: Path, log: Path, env: dict[str, str]) -> Receiver:
+def _start(config: Path, args: Sequence[str], log: Path, env: dict[str, str]) -> Receiver:
     port = free_port()
-    argv = [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--host", "127.0.0.1", *args]
     with log.open("wb") as out:  # the child keeps its own descriptor
         process = subprocess.Popen([*argv, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
     return Receiver(process, port, log)
