@@ -1,4 +1,4 @@
-"""Connection limits uvicorn lacks: a header-read timeout, and a cap on open connections.
+"""Connection limits uvicorn lacks (a header-read timeout, a cap on open connections), and one write per answer.
 
 uvicorn closes a connection idle between requests after ``timeout_keep_alive``, but has
 no deadline for the headers of a request (a slowloris client sends them a byte at a
@@ -9,13 +9,17 @@ client gets 408 with the JSON error body and the connection is closed; and past
 ``max_connections`` open connections, idle ones are closed first, then the new one.
 
 The body's deadline is the delivery endpoint's own (``endpoints.read_body``).
+
+uvicorn writes a response's status line and headers, then its body, each with its own
+``write`` (a syscall each); ``OneWriteTransport`` holds the head until the body follows in the
+same turn of the event loop and sends both in one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic_core import to_json as json_bytes
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -49,7 +53,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cls.max_connections = connection_cap(server.max_connections)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneWriteTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections:
             self._make_room()
         self._await_headers()
@@ -102,3 +106,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 def _is_idle(protocol: HttpToolsProtocol) -> bool:
     return protocol.cycle is None or protocol.cycle.response_complete
+
+
+class OneWriteTransport:
+    """A transport that joins a response's head with the body written right after it.
+
+    A write that looks like a response head is held; the next write sends both, and if
+    none comes in this turn of the event loop (a ``100 Continue``, a streamed answer),
+    the head goes out on its own at the next. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+            self._head = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from receiver.connections import OneWriteTransport
 from tests.support.server import run_receiver
 
 TOKEN = "connections-test-token"
@@ -98,3 +100,47 @@ def test_idle_connections_past_the_cap_make_room(tmp_path: Path) -> None:
                 closed += 1
             conn.close()
     assert closed >= 40, f"only {closed} of 80 idle connections were closed under a cap of 40"
+
+
+class _Recorder(asyncio.Transport):
+    """A transport that records what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_response_head_and_body_go_out_in_one_write() -> None:
+    """A response's head waits for its body and both leave in one write; a lone head still leaves next turn."""
+
+    async def scenario() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        loop = asyncio.get_running_loop()
+        answer = _Recorder()
+        one = OneWriteTransport(answer, loop)
+        one.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        one.write(b"{}")
+        proceed = _Recorder()
+        lone = OneWriteTransport(proceed, loop)
+        lone.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        held = list(proceed.writes)
+        await asyncio.sleep(0)
+        closing = _Recorder()
+        closed = OneWriteTransport(closing, loop)
+        closed.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        closed.close()
+        return answer.writes, [*held, b"--next turn--", *proceed.writes], closing.writes
+
+    answer, lone, closing = asyncio.run(scenario())
+    assert answer == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert lone == [b"--next turn--", b"HTTP/1.1 100 Continue\r\n\r\n"]
+    assert closing == [b"HTTP/1.1 408 Request Timeout\r\n\r\n"], "close sends what was held first"
