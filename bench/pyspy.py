@@ -9,6 +9,7 @@ the innermost frame: where the CPU went, not who called it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,10 @@ from typing import Any
 
 from servers import BenchError
 
+ROOT = Path(__file__).resolve().parent.parent
 RATE = 250  # samples a second: fine-grained enough for a 10 s run, light enough for py-spy itself
+
+_STDLIB = re.compile(r"/lib/python3\.\d+/(.+)$")
 
 
 def executable() -> str:
@@ -55,10 +59,13 @@ def finish(process: subprocess.Popen[bytes], out: Path, timeout: float) -> None:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/lib/python3"):
-        if marker in path:
-            return path.rpartition(marker)[2]
-    return path.rpartition("/wt-bench/")[2] if "/wt-bench/" in path else path
+    """A frame's file as a reader knows it: the package path, or the standard library's."""
+    if "site-packages/" in path:
+        return path.rpartition("site-packages/")[2]
+    stdlib = _STDLIB.search(path)
+    if stdlib is not None:
+        return stdlib.group(1)
+    return path.removeprefix(f"{ROOT}/")
 
 
 def top_functions(speedscope: Path, count: int = 15) -> tuple[int, list[tuple[str, int]]]:
@@ -66,12 +73,11 @@ def top_functions(speedscope: Path, count: int = 15) -> tuple[int, list[tuple[st
     document: dict[str, Any] = json.loads(speedscope.read_text())
     frames = document["shared"]["frames"]
     own: Counter[str] = Counter()
-    total = 0
     for profile in document["profiles"]:
+        # Each weight is one sample's share of time (1 / rate, in seconds); the stacks run from
+        # the root to the innermost frame, and py-spy leaves out the samples of idle threads.
         for stack, weight in zip(profile.get("samples", []), profile.get("weights", []), strict=False):
-            if not stack:
-                continue
-            frame = frames[stack[-1]]  # speedscope stacks run from the root to the innermost frame
-            own[f"{frame['name']} ({_short(frame.get('file', '?'))})"] += int(weight)
-            total += int(weight)
-    return total, own.most_common(count)
+            if stack:
+                frame = frames[stack[-1]]
+                own[f"{frame['name']} ({_short(frame.get('file', '?'))})"] += round(float(weight) * RATE)
+    return sum(own.values()), own.most_common(count)

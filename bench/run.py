@@ -187,6 +187,9 @@ def profile(runner: Runner, target: targets.Target, seconds: float) -> Path:
         pyspy.finish(spy, out, timeout=seconds + 60)
     say(f"profiled run of {target.key} (py-spy attached, not in the medians): {m.load.rps:.0f} req/s")
     total, top = pyspy.top_functions(out)
+    if not total:
+        say("py-spy took no samples of a busy thread")
+        return out
     say(f"top {len(top)} functions by own samples ({total} samples over all threads and processes):")
     for name, samples in top:
         say(f"  {100 * samples / total:5.1f}%  {samples:>6}  {name}")
