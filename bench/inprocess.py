@@ -114,7 +114,7 @@ async def measure(
         async with app.router.lifespan_context(app) as state:
 
             async def stateful(scope: Any, receive: Any, send: Any) -> None:
-                scope["state"] = dict(state)
+                scope["state"] = dict(state or {})
                 await app(scope, receive, send)
 
             await drive(stateful, token, min(requests, 2000))  # warm-up: caches, JIT-less but allocator warm
