@@ -40,7 +40,7 @@ import pyspy
 import targets
 from servers import BenchError, http_call, wait_for
 
-from tests.support import kafka_broker  # the editable install puts the repository root on sys.path
+from tests.support import kafka_broker, redis_server  # the editable install puts the repository root on sys.path
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -221,10 +221,17 @@ def report(
         ("receiver / floor, throughput", "receiver", "floor", "rps"),
         ("2 workers / 1 worker, throughput", "receiver-2w", "receiver", "rps"),
         ("bare / hello, throughput", "bare", "hello", "rps"),
+        ("budget in Redis / in process, throughput", "receiver-redis", "receiver-budget", "rps"),
     ]
     for label, top, bottom, figure in ratios:
         if top in medians and bottom in medians and medians[bottom][figure]:
             say(f"{label}: {medians[top][figure] / medians[bottom][figure]:.2f}x")
+    if "receiver-redis" in medians and "receiver-budget" in medians:
+        redis, local = medians["receiver-redis"], medians["receiver-budget"]
+        say(
+            f"budget in Redis against in process: CPU {redis['cpu'] - local['cpu']:+.0f} us per request,"
+            f" p50 {redis['p50'] - local['p50']:+.2f} ms"
+        )
     return medians
 
 
@@ -292,7 +299,13 @@ def start_all(chosen: list[targets.Target], timeout: float) -> None:
             wait_for(target.server, request.port, method="POST", path=request.path, body=request.body, timeout=timeout)
 
 
-def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, chosen: list[targets.Target]) -> int:
+def bench(
+    args: argparse.Namespace,
+    workdir: Path,
+    broker: kafka_broker.Broker,
+    redis: redis_server.RedisServer,
+    chosen: list[targets.Target],
+) -> int:
     """The run itself; the caller owns cleanup, so every exit path here may simply raise."""
     wrk = None if args.loadgen == "python" else ensure_wrk()
     if wrk is None and args.loadgen == "wrk":
@@ -319,7 +332,12 @@ def bench(args: argparse.Namespace, workdir: Path, broker: kafka_broker.Broker, 
     say(f"kafka serving on {broker.bootstrap_servers} ({time.monotonic() - started:.1f} s)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}  # the YAML alone decides
     specs = [spec for spec in targets.SPECS if spec.key in args.chosen]
-    chosen.extend(targets.build(specs, workdir, broker.bootstrap_servers, env, kafka_broker.free_port))
+    redis_url = None
+    if any(spec.redis for spec in specs):
+        redis.workdir.mkdir(parents=True, exist_ok=True)
+        redis_url = redis.start().url
+        say(f"redis serving on {redis_url}")
+    chosen.extend(targets.build(specs, workdir, broker.bootstrap_servers, env, kafka_broker.free_port, redis_url))
     start_all(chosen, args.ready_timeout)
     event_id = ""
     for target in chosen:
@@ -362,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
     broker = kafka_broker.Broker(workdir=workdir / "kafka")
+    redis = redis_server.RedisServer(workdir=workdir / "redis")
     chosen: list[targets.Target] = []
     code = 1
     try:
-        code = bench(args, workdir, broker, chosen)
+        code = bench(args, workdir, broker, redis, chosen)
     except KeyboardInterrupt:
         say("\ninterrupted; stopping everything")
         code = 130
@@ -383,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         for target in chosen:
             with contextlib.suppress(Exception):
                 target.server.stop()
+        with contextlib.suppress(Exception):
+            redis.stop()
         with contextlib.suppress(Exception):
             if args.keep:
                 broker.stop()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import yaml
@@ -52,6 +53,8 @@ class Spec:
     audit: bool = True
     workers: int = 1
     token_per_request: bool = False
+    budget: bool = False  # the source has a rate limit: one state check per request
+    redis: bool = False  # the state lives in the run's Redis
 
     @property
     def topic(self) -> str | None:
@@ -76,6 +79,9 @@ SPECS = (
     Spec("receiver-miss", f"receiver, a new token each request ({MISS_TOKENS} cycled)", "receiver",
          token_per_request=True),
     Spec("receiver-2w", "receiver, 2 workers", "receiver", workers=2),
+    Spec("receiver-budget", "receiver, a source budget kept in process", "receiver", budget=True),
+    Spec("receiver-redis", "receiver, the source budget in Redis (a round trip a request)", "receiver",
+         budget=True, redis=True),
 )  # fmt: skip
 KEYS = tuple(spec.key for spec in SPECS)
 
@@ -127,19 +133,27 @@ def write_tokens(private_key: Path, out: Path, count: int) -> Path:
     return out
 
 
-def write_config(path: Path, spec: Spec, port: int, bootstrap: str, public_key: Path) -> Path:
-    config = {
+def write_config(  # noqa: PLR0917 - one target's whole config
+    path: Path, spec: Spec, port: int, bootstrap: str, public_key: Path, redis_url: str | None
+) -> Path:
+    source: dict[str, Any] = {
+        "kind": "iotcomms",
+        "domain": DOMAIN,
+        "auth": [{"type": "jwt", "algorithms": ["RS256"], "public_keys": [str(public_key)]}],
+    }
+    if spec.budget:
+        source["rate_limit"] = {"requests_per_minute": 1_000_000_000}  # never spent: the check is what costs
+    config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
         "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": spec.prefix, "topics": {"create": True}},
         "audit": {"enabled": spec.audit},
-        "sources": {
-            SOURCE: {
-                "kind": "iotcomms",
-                "domain": DOMAIN,
-                "auth": [{"type": "jwt", "algorithms": ["RS256"], "public_keys": [str(public_key)]}],
-            }
-        },
+        "sources": {SOURCE: source},
     }
+    if spec.redis:
+        if redis_url is None:
+            msg = f"{spec.key} needs the run's Redis"
+            raise BenchError(msg)
+        config["state"] = {"url": redis_url, "key_prefix": f"{spec.prefix}:"}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -153,8 +167,13 @@ def uvicorn_argv(module: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def build(
-    specs: list[Spec], workdir: Path, bootstrap: str, env: dict[str, str], free_port: Callable[[], int]
+def build(  # noqa: PLR0917 - where each part of the run is
+    specs: list[Spec],
+    workdir: Path,
+    bootstrap: str,
+    env: dict[str, str],
+    free_port: Callable[[], int],
+    redis_url: str | None = None,
 ) -> list[Target]:
     """Servers (not started yet) and requests for ``specs``; keys and tokens are made once for all."""
     port_of = {spec.key: free_port() for spec in specs}
@@ -168,7 +187,7 @@ def build(
         log = workdir / f"{spec.key}.log"
         json_header = {"Content-Type": "application/json"}
         if spec.kind == "receiver":
-            config = write_config(workdir / f"{spec.key}.yaml", spec, port, bootstrap, keys / "public.pem")
+            config = write_config(workdir / f"{spec.key}.yaml", spec, port, bootstrap, keys / "public.pem", redis_url)
             argv = [sys.executable, "-m", "receiver", "serve", "--config", str(config), "--workers", str(spec.workers)]
             server = Server(spec.key, argv, log, env, ROOT)
             headers = {**json_header, "Authorization": f"Bearer {token}"}

@@ -93,7 +93,7 @@ class RedisOnce:
         while value is not None and value[:1] == _PENDING and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                value = await self._state.call(lambda r: r.get(self._key))
+                value = await self._state.command("GET", self._key)
             except StateUnavailableError as exc:
                 return exc
         if value is not None and value[:1] == _SETTLED:
@@ -151,6 +151,7 @@ class RedisState:
             **kwargs,
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._pipeline = _Pipeliner(self._redis)
         self._sha = {text: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for text in (_COUNT, _SETTLE)}
         self.where = settings.url or ""
 
@@ -169,20 +170,24 @@ class RedisState:
 
     async def check(self) -> str | None:
         try:
-            await self.call(lambda r: r.ping(), fresh=True)
+            await self.command("PING", fresh=True)
         except StateUnavailableError:
             return f"redis at {self.where} does not answer"
         return None
 
-    async def call(self, operation: Callable[[aioredis.Redis], Any], *, fresh: bool = False) -> Any:
-        """One Redis round trip within the timeout; ``StateUnavailableError`` when it cannot be had."""
+    async def command(self, *args: Any, fresh: bool = False, **options: Any) -> Any:
+        """One command, sent with the others of this turn of the loop; ``StateUnavailableError`` when it fails.
+
+        No asyncio.timeout here: the client bounds connect and every read by the timeout.
+        """
         now = time.monotonic()
         if not fresh and now < self._down_until:
             msg = "the shared state store is unavailable; retry in a few seconds"
             raise StateUnavailableError(msg)
         try:
-            # No asyncio.timeout here: the client bounds connect and every read by the timeout.
-            result = await operation(self._redis)
+            result = await self._pipeline.send(args, options)
+        except NoScriptError:
+            raise  # Redis answered: its script cache is empty (a restart), see ``script``
         except _FAILURES as exc:
             if self._down_until < now:
                 log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
@@ -197,16 +202,16 @@ class RedisState:
     async def script(self, text: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, and EVAL once when Redis lost its script cache (a restart)."""
         try:
-            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self._sha[text], len(keys), *keys, *args
-            )
+            return await self.command("EVALSHA", self._sha[text], len(keys), *keys, *args)
         except NoScriptError:
-            return await self._redis.execute_command("EVAL", text, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return await self.command("EVAL", text, len(keys), *keys, *args)
 
     def background(self, write: Coroutine[Any, Any, Any]) -> None:
+        """Run a write the answer does not wait for; it is finished (bounded) before the process stops."""
+
         async def run() -> None:
             with contextlib.suppress(StateUnavailableError):
-                await self.call(lambda _r: write)
+                await write
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
@@ -221,7 +226,7 @@ class RedisState:
         until = single_use.until
         lease = max(1, math.ceil(min(self.lease, until - now) * 1000))
         try:
-            existing: bytes | None = await self.call(lambda r: r.set(name, held, nx=True, get=True, px=lease))
+            existing: bytes | None = await self.command("SET", name, held, "NX", "GET", "PX", lease, get=True)
         except StateUnavailableError:
             if not fail_open:
                 raise
@@ -238,7 +243,7 @@ class RedisState:
     async def seen(self, event_ids: Collection[str], now: float) -> set[str]:
         ids = list(event_ids)
         try:
-            found = await self.call(lambda r: r.mget([f"{self._prefix}pub:{i}" for i in ids]))
+            found = await self.command("MGET", *[f"{self._prefix}pub:{i}" for i in ids])
         except StateUnavailableError:
             self._on_fallback("dedup")
             return await self._local.seen(ids, now)
@@ -246,10 +251,9 @@ class RedisState:
 
     def remember(self, event_ids: Collection[str], now: float, window: float) -> None:
         self._local.remember(event_ids, now, window)
-        pipe = self._redis.pipeline(transaction=False)
+        ttl = max(1, int(window * 1000))
         for event_id in event_ids:
-            pipe.set(f"{self._prefix}pub:{event_id}", b"1", px=max(1, int(window * 1000)))
-        self.background(pipe.execute())
+            self.background(self.command("SET", f"{self._prefix}pub:{event_id}", b"1", "PX", ttl))
 
     # -- budgets and failure counts: fixed one-minute windows, as in memory
 
@@ -259,7 +263,7 @@ class RedisState:
         args: list[Any] = [int(WINDOW * 1000) + 1000, limit]
         if notice:
             args += [self._channel, notice]
-        count = await self.call(lambda _r: self.script(_COUNT, [name], args))
+        count = await self.script(_COUNT, [name], args)
         return int(count), start + WINDOW
 
     def budget(self, key: str, limit: int, now: float) -> Budget:
@@ -320,6 +324,54 @@ class RedisState:
             finally:
                 with contextlib.suppress(*_FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class _Pipeliner:
+    """Commands issued in one turn of the event loop go to Redis together: one write, one read.
+
+    Concurrent requests each need a round trip; sent one by one, each costs its own
+    syscalls and event-loop wake-ups. Queued and flushed as a pipeline at the end of the
+    turn, they share them (Redis answers in order, each command on its own: no
+    transaction). A command's error reaches only its own caller.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    def send(self, args: tuple[Any, ...], options: dict[str, Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush, loop)
+        self._queue.append((args, options, future))
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queue = self._queue, []
+        task = loop.create_task(self._run(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for args, options, _future in batch:
+            pipe.execute_command(*args, **options)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure as its own
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():  # its request went away
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def ends_of(now: float) -> float:
