@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,7 @@ class State(TypedDict):
     dry_run_token: bytes | None
     topic_check: TopicCheck | None
     shared_state: SharedState
+    loop: asyncio.AbstractEventLoop  # the one the requests run on, taken once
 
 
 def create_app(
@@ -142,6 +144,7 @@ def create_app(
                         dry_run_token=dry_run_token,
                         topic_check=topic_check,
                         shared_state=shared,
+                        loop=asyncio.get_running_loop(),
                     )
             log.info("receiver.stopping", extra={"flushing": ["audit", published.name]})
             if topic_check is not None:

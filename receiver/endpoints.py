@@ -42,14 +42,16 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 PUSH_EVENT = "push"
 
 
-async def read_body(receive: Receive, declared: bytes | None, limit: int, within: float) -> bytes:
+async def read_body(
+    receive: Receive, declared: bytes | None, limit: int, within: float, loop: asyncio.AbstractEventLoop
+) -> bytes:
     """The whole body within ``within`` seconds, refused with 413 as soon as it passes ``limit`` bytes."""
     too_large = f"the body is larger than {limit} bytes; split it or raise server.max_body_bytes"
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(too_large)
     # A plain timer rather than asyncio.timeout: the body has usually arrived with the
     # headers, and this is the hot path.
-    task = asyncio.current_task()
+    task = asyncio.current_task(loop)  # given the loop: no getpid syscall on Python 3.11
     expired: list[bool] = []
 
     def expire() -> None:
@@ -57,7 +59,7 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int, within
         if task is not None:
             task.cancel()
 
-    deadline = asyncio.get_running_loop().call_later(within, expire)
+    deadline = loop.call_later(within, expire)
     try:
         return await _read_chunks(receive, limit, too_large)
     except asyncio.CancelledError as exc:
@@ -117,7 +119,9 @@ class Deliver:
             raise MethodNotAllowedError(msg, ["OPTIONS", "POST"])
         if self.dry_run:
             _check_admin(state["dry_run_token"], headers.get(b"x-dry-run-token"))
-        body = await read_body(receive, headers.get(b"content-length"), state["max_body_bytes"], state["body_timeout"])
+        body = await read_body(
+            receive, headers.get(b"content-length"), state["max_body_bytes"], state["body_timeout"], state["loop"]
+        )
         delivery = Delivery(
             source_id=source,
             event=event,

@@ -88,6 +88,9 @@ class KafkaPublisher:
         self._waiting: dict[asyncio.Task[Any], float] = {}  # publishes waiting for their ack -> deadline
         self._given_up: dict[asyncio.Task[Any], str] = {}  # cancelled by the sweep, and why
         self.breaker = Breaker()
+        # Taken once: on Python 3.11 every argument-less get_running_loop()/current_task()
+        # makes a getpid syscall, and publish() is on every request's path.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
@@ -109,7 +112,8 @@ class KafkaPublisher:
             first = self._new_producer()
         except (ValueError, TypeError, AssertionError, RuntimeError, KafkaError) as exc:
             raise ConfigError([f"kafka: the producer refused its options: {exc}"]) from exc
-        self._connector = asyncio.create_task(self._connect(first), name="kafka-connect")
+        self._loop = asyncio.get_running_loop()
+        self._connector = self._loop.create_task(self._connect(first), name="kafka-connect")
         return self
 
     async def close_gate(self) -> None:
@@ -173,9 +177,10 @@ class KafkaPublisher:
             raise KafkaUnavailableError(msg, retry_after=OPEN_RETRY_AFTER)
         # One deadline sweep for every waiting publish instead of a timer each: the sweeper
         # (and the breaker, when it opens) cancels the waits it gives up on.
-        task = asyncio.current_task()
+        loop = self._loop or asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is not None:
-            self._waiting[task] = asyncio.get_running_loop().time() + self._settings.publish_timeout_seconds
+            self._waiting[task] = loop.time() + self._settings.publish_timeout_seconds
         try:
             acks = [await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
             for ack in acks:  # each resolves when its batch is acknowledged
