@@ -1,4 +1,8 @@
-"""The records that flow through the pipeline: a delivery in, a CloudEvent, Kafka records out."""
+"""The records that flow through the pipeline: a delivery in, a CloudEvent, Kafka records out.
+
+The records made per request are slots dataclasses but not frozen: a frozen ``__init__``
+costs an ``object.__setattr__`` per field, on every request. Nothing mutates them.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class Outcome:
     key_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One HTTP request as the pipeline sees it: no HTTP types, just the facts it needs."""
 
@@ -47,7 +51,7 @@ class Delivery:
     query: Mapping[str, str] = field(default_factory=dict)  # the query string, for vendors that use it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloudEvent:
     """A CloudEvents 1.0 event; ``to_json`` gives the structured-mode record value."""
 
@@ -85,7 +89,7 @@ class CloudEvent:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One Kafka record, ready to publish."""
 
@@ -96,7 +100,7 @@ class Record:
     event_id: str = ""  # the CloudEvent it carries, if any (not sent: for dedup and reports)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     """The pipeline's answer for a delivery the broker acknowledged."""
 

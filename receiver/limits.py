@@ -12,7 +12,7 @@ from dataclasses import dataclass
 WINDOW = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Budget:
     """The state a limited source reports on every response."""
 

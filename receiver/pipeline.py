@@ -44,7 +44,7 @@ from receiver.tracing import Tracing
 from receiver.vendors.base import Answer, Parsed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Plan:
     """What a delivery becomes: its events, the records that carry them, the vendor's answer."""
 

@@ -18,7 +18,7 @@ from receiver.events import CLOUDEVENTS_JSON, CloudEvent, Record
 from receiver.settings import ContentMode, RouteRule
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Facts:
     """What a rule can match on."""
 

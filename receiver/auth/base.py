@@ -21,7 +21,7 @@ from receiver.errors import AuthError
 HTTP_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Credentials:
     """The parts of a request a verifier may look at: headers, the raw body, the time."""
 
@@ -43,7 +43,7 @@ class Credentials:
         return (scheme.lower(), param) if param else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Principal:
     """The proven sender. ``name`` and ``key_id`` are never secrets: they go to logs and audit."""
 
@@ -59,7 +59,7 @@ class Principal:
     """The signed id that makes this request usable once, for credentials that carry one."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class SingleUse:
     """A signed request id (``webhook-id``, Beam signature, ``jti``) the pipeline reserves before handling.
 

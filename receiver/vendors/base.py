@@ -37,7 +37,7 @@ from receiver.errors import InvalidPayloadError, UnknownEventError
 FieldErrors = list[dict[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Inbound:
     """The request as a vendor may see it: no credentials, body not yet parsed."""
 
@@ -88,7 +88,7 @@ class Reading(BaseModel):
     group: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
 class Answer:
     """A synchronous answer the vendor expects: status and JSON body (None: empty)."""
 
