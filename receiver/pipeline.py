@@ -119,8 +119,7 @@ class Pipeline:
         """Answer only after the publisher made the events durable (or, in a dry run, never publish)."""
         source = self._source(delivery.source_id)
         with RefusalContext(self._admission.admit(source, delivery.client_ip, delivery.received_at)) as context:
-            principal = await self._authenticate(source, delivery)
-            once = await self._reserve(source, delivery, principal)
+            principal, once = await self._authenticate(source, delivery)
             handled = self._handle(source, delivery, principal, context, publish=publish)
             if once is None:
                 return await handled
@@ -163,16 +162,18 @@ class Pipeline:
             raise UnknownSourceError(msg)
         return source
 
-    async def _authenticate(self, source: Source, delivery: Delivery) -> Principal:
+    async def _authenticate(self, source: Source, delivery: Delivery) -> tuple[Principal, Once | None]:
+        """The proven sender, and its hold on the request's single-use id; a failure counts against the address."""
         credentials = Credentials(delivery.headers, delivery.body, delivery.received_at)
         try:
             principal = await source.auth.authenticate(credentials)
+            once = await self._reserve(source, delivery, principal)  # a replayed id is a failure too
         except AuthError:
             await self._admission.failed(source, delivery.client_ip, delivery.received_at)
             raise
         outcome = delivery.outcome
         outcome.auth_method, outcome.principal, outcome.key_id = principal.method, principal.name, principal.key_id
-        return principal
+        return principal, once
 
     async def _reserve(self, source: Source, delivery: Delivery, principal: Principal) -> Once | None:
         """Hold the credential's single-use id, if it has one, before anything else is done for it."""

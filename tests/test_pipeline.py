@@ -10,13 +10,13 @@ import time
 import pytest
 
 from receiver.admission import Admission
-from receiver.errors import KafkaUnavailableError
+from receiver.errors import KafkaUnavailableError, RateLimitedError, ReplayedRequestError
 from receiver.events import Delivery, Record
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
 from receiver.sources import build_sources
 from receiver.state import MemoryState
-from tests.conftest import BASIC_PASSWORD, SettingsFactory, message_body
+from tests.conftest import BASIC_PASSWORD, DOMAIN, KeyPair, SettingsFactory, claims, message_body
 from tests.support.publisher import MemoryPublisher
 
 
@@ -84,3 +84,36 @@ def test_unavailable_publisher_refuses_the_delivery(make_settings: SettingsFacto
     assert refused.value.status == 503
     assert refused.value.code == "kafka_unavailable"
     assert publisher.records == []
+
+
+def test_a_replayed_id_counts_as_a_failed_authentication(make_settings: SettingsFactory, tenant_key: KeyPair) -> None:
+    """A single-use id reused for another body is refused, and spends the address's failure allowance."""
+    auth = {"type": "jwt", "public_keys": [str(tenant_key.public_path)], "reject_replayed_jti": True}
+    sources = build_sources(
+        make_settings(sources={"customer47": {"kind": "iotcomms", "domain": DOMAIN, "auth": [auth]}})
+    )
+    state = MemoryState()
+    publisher = MemoryPublisher()
+    pipeline = Pipeline(sources, publisher, "iot", Admission(state, 1), state)
+
+    def delivery(jti: str, note: str) -> Delivery:
+        token = tenant_key.token(claims(jti=jti))
+        return Delivery(
+            source_id="customer47",
+            event="message",
+            body=json.dumps(message_body(body=note)).encode(),
+            content_type="application/json",
+            headers={b"authorization": f"Bearer {token}".encode(), b"content-type": b"application/json"},
+            client_ip="192.0.2.10",
+            received_at=time.time(),
+        )
+
+    async def scenario() -> None:
+        await pipeline.process(delivery("once-1", "first"))
+        with pytest.raises(ReplayedRequestError):
+            await pipeline.process(delivery("once-1", "another body"))
+        with pytest.raises(RateLimitedError):
+            await pipeline.process(delivery("once-2", "a fresh token from the same address"))
+
+    asyncio.run(scenario())
+    assert len(publisher.records) == 1
