@@ -263,7 +263,7 @@ def read_json(inbound: Inbound) -> Any:
         msg = f"the body is not valid {inbound.charset}"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        return _DECODER.decode(text)
     except _DuplicateKeyError as exc:
         msg = f"the body repeats the key {exc.key[:40]!r} in one object; send each key once"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "duplicate_key", "msg": msg}]) from exc
@@ -302,6 +302,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _no_constant(name: str) -> Any:
     msg = f"{name} is not a JSON number"
     raise _ConstantError(msg)
+
+
+# One decoder for every request (json.loads with options builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique_keys)
 
 
 def _refusal(event: str, errors: FieldErrors, batch_size: int | None) -> InvalidPayloadError:
