@@ -244,3 +244,28 @@ def test_hung_redis_is_bounded_by_the_timeout(tmp_path: Any, key_prefix: str) ->
     finally:
         server.cleanup()
     assert waited < 2.0, f"held {waited:.2f} s by a hung Redis"
+
+
+def test_password_from_a_file(tmp_path: Any, key_prefix: str) -> None:
+    """The password comes from state.password_file; a wrong one is reported as unavailable, never echoed."""
+    server = RedisServer(workdir=tmp_path, password="redis-pass-7f3c").start()
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("redis-pass-7f3c\n")
+    wrong.write_text("not-the-password\n")
+    for path in (right, wrong):
+        path.chmod(0o600)
+
+    def state(password_file: Any) -> State:
+        settings = StateSettings(url=server.url, key_prefix=key_prefix, password_file=password_file)
+        return build_state(settings, lease_seconds=2.0)
+
+    async def check(s: State) -> str | None:
+        return await s.check()
+
+    try:
+        assert run(check, state(right)) is None
+        problem = run(check, state(wrong))
+    finally:
+        server.cleanup()
+    assert problem is not None
+    assert "not-the-password" not in problem

@@ -52,11 +52,11 @@ def ensure() -> str:
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers PING."""
+    """True when a Redis on 127.0.0.1:``port`` answers PING (or asks for a password: it is up)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -68,6 +68,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="redis-")))
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # --requirepass: clients must AUTH
 
     @property
     def url(self) -> str:
@@ -80,6 +81,8 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
             "--maxmemory", "256mb", "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
         with (self.workdir / "redis.log").open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
