@@ -14,8 +14,9 @@ from receiver.errors import InvalidPayloadError, ReplayedRequestError, StateUnav
 from receiver.events import Accepted
 from receiver.settings import StateSettings
 from receiver.state import MemoryState, State, build_state
-from receiver.state.redis import RedisState, decode_answer, encode_answer
+from receiver.state.redis import LISTEN_SILENCE, RedisState, decode_answer, encode_answer
 from receiver.vendors.base import Answer
+from tests.support.proxy import TcpProxy
 from tests.support.redis_server import RedisServer
 
 NOW = time.time()
@@ -269,3 +270,24 @@ def test_password_from_a_file(tmp_path: Any, key_prefix: str) -> None:
         server.cleanup()
     assert problem is not None
     assert "not-the-password" not in problem
+
+
+def test_block_notices_resume_after_a_silent_connection(redis_server: RedisServer, key_prefix: str) -> None:
+    """A notice channel whose connection went silent (no reset) is found and reopened; notices arrive again."""
+    with TcpProxy(redis_server.port) as proxy:
+        listener = redis_state(f"redis://127.0.0.1:{proxy.port}/0", key_prefix)
+        counter = redis_state(redis_server.url, key_prefix)
+
+        async def scenario(b: State, a: State) -> Any:
+            await asyncio.sleep(0.3)  # b is subscribed
+            proxy.silence()  # b's connections now lead nowhere, and nothing tells it
+            await asyncio.sleep(LISTEN_SILENCE + 2.5)  # b pings, hears nothing, reconnects
+            for _ in range(3):
+                await a.failed("src:198.51.100.4", 3, NOW)
+            deadline = time.monotonic() + 5
+            while b.blocked("src:198.51.100.4", 3, NOW) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            return b.blocked("src:198.51.100.4", 3, NOW)
+
+        blocked = run(scenario, listener, counter)
+    assert blocked is not None, "the notice did not reach the process whose channel had gone silent"

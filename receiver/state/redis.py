@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from receiver.errors import (
@@ -56,6 +57,7 @@ log = logging.getLogger("receiver.state")
 
 MAX_CONNECTIONS = 512
 RETRY_AFTER_FAILURE = 1.0  # after a failed call, Redis is not asked again for this long
+LISTEN_SILENCE = 3.0  # seconds without even a PONG before the notice channel reconnects
 POLL_SECONDS = 0.02  # how often a copy looks for the first copy's answer
 _PENDING, _SETTLED = b"P", b"S"
 _FINGERPRINT = 32  # sha256 digest bytes
@@ -301,6 +303,11 @@ class RedisState:
         if count >= limit:
             self._block(key, ends)
 
+    def _notice(self, data: bytes) -> None:
+        until, _, key = data.decode("utf-8", "replace").partition("\x00")
+        with contextlib.suppress(ValueError):
+            self._block(key, float(until))
+
     def _block(self, key: str, until: float) -> None:
         if len(self._blocked) > 100_000:
             now = time.time()
@@ -310,15 +317,28 @@ class RedisState:
         self._blocked[key] = until
 
     async def _listen(self) -> None:
-        """Take block notices from the other processes; reconnect after Redis comes back."""
+        """Take block notices from the other processes; reconnect after Redis comes back.
+
+        A subscription that went silent (Redis hung, a network cut without a reset) is
+        found by a PING each idle second: no answer within ``LISTEN_SILENCE``, reconnect.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
-                async for message in pubsub.listen():
-                    until, _, key = bytes(message["data"]).decode("utf-8", "replace").partition("\x00")
-                    with contextlib.suppress(ValueError):
-                        self._block(key, float(until))
+                heard = loop.time()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        heard = loop.time()
+                        if message["type"] == "message":
+                            self._notice(bytes(message["data"]))
+                        continue
+                    if loop.time() - heard > LISTEN_SILENCE:
+                        msg = f"no answer on the notice channel for {LISTEN_SILENCE:g} s"
+                        raise RedisConnectionError(msg)  # handled below like any lost connection
+                    await pubsub.ping()
             except _FAILURES:
                 await asyncio.sleep(RETRY_AFTER_FAILURE)
             finally:

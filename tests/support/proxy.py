@@ -2,7 +2,9 @@
 
 It runs its own event loop on a thread, so a test (and the app under a ``TestClient``)
 can keep theirs. ``delay`` adds latency to every chunk in both directions; ``cut()``
-closes every connection and refuses new ones until ``heal()``.
+closes every connection and refuses new ones until ``heal()``; ``silence()`` drops every
+byte of the connections open now, without closing them (a peer gone without a reset),
+while new connections pass.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class TcpProxy:
         self.delay = 0.0
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._silenced: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -47,6 +50,10 @@ class TcpProxy:
         self._cut = True
         self._loop.call_soon_threadsafe(self._close_all)
 
+    def silence(self) -> None:
+        """From now on, what the open connections carry is dropped; they stay open."""
+        self._loop.call_soon_threadsafe(lambda: self._silenced.update(self._writers))
+
     def heal(self) -> None:
         self._cut = False
         self.delay = 0.0
@@ -70,6 +77,7 @@ class TcpProxy:
         finally:
             for end in (writer, up_writer):
                 self._writers.discard(end)
+                self._silenced.discard(end)
                 end.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -77,6 +85,8 @@ class TcpProxy:
             while chunk := await reader.read(65536):
                 if self.delay:
                     await asyncio.sleep(self.delay)
+                if writer in self._silenced:
+                    continue
                 writer.write(chunk)
                 await writer.drain()
         writer.close()
