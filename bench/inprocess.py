@@ -88,7 +88,7 @@ async def drive(app: Any, token: str, requests: int) -> tuple[float, float]:
 
 
 async def measure(
-    requests: int, rounds: int, *, state_url: str | None, rate_limit: int | None
+    requests: int, rounds: int, *, state_url: str | None, rate_limit: int | None, audit: bool = True
 ) -> list[tuple[float, float]]:
     with tempfile.TemporaryDirectory() as work:
         key = rsa.generate_private_key(65537, 2048)
@@ -105,7 +105,11 @@ async def measure(
         }
         if rate_limit is not None:
             source["rate_limit"] = {"requests_per_minute": rate_limit}
-        config: dict[str, Any] = {"server": {"log_level": "warning"}, "sources": {"customer47": source}}
+        config: dict[str, Any] = {
+            "server": {"log_level": "warning"},
+            "audit": {"enabled": audit},
+            "sources": {"customer47": source},
+        }
         if state_url is not None:
             config["state"] = {"url": state_url, "key_prefix": f"bench{os.getpid()}:"}
         settings = build_settings(config, environ=False)
@@ -130,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         "--state-url", help="shared state in this Redis (redis://127.0.0.1:6379/0); default: in process"
     )
     parser.add_argument("--rate-limit", type=int, help="give the source a budget (one state round trip per request)")
+    parser.add_argument("--no-audit", action="store_true", help="turn the audit trail off")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f}")
-    figures = asyncio.run(measure(args.requests, args.rounds, state_url=args.state_url, rate_limit=args.rate_limit))
+    figures = asyncio.run(
+        measure(
+            args.requests, args.rounds, state_url=args.state_url, rate_limit=args.rate_limit, audit=not args.no_audit
+        )
+    )
     cpu = [f[0] for f in figures]
     rounds = ", ".join(f"{f:.1f}" for f in cpu)
     wall = statistics.median(f[1] for f in figures)
