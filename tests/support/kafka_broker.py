@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def interrupt(signum: int, frame: object) -> None:
     del signum, frame
     raise KeyboardInterrupt
 
@@ -242,17 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     broker = Broker(port=args.port, controller_port=args.controller_port, workdir=args.data)
     # The JVM runs in its own session: stop it on SIGTERM too, not only on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     broker.start()
     print(f"kafka {KAFKA_VERSION} serving on {broker.bootstrap_servers} (data in {args.data})", flush=True)
+    run_in_foreground(broker.process, broker.stop)
+    return 0
+
+
+def run_in_foreground(process: subprocess.Popen[bytes] | None, stop: Callable[[], None]) -> None:
+    """Wait while ``process`` runs, until Ctrl-C (or SIGTERM, see ``interrupt``); ``stop`` it in any case."""
     try:
-        while broker.process is not None and broker.process.poll() is None:
+        while process is not None and process.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        broker.stop()
-    return 0
+        stop()
 
 
 if __name__ == "__main__":

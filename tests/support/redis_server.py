@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.kafka_broker import free_port
+from tests.support.kafka_broker import interrupt, free_port, run_in_foreground
 
 BINARY = "redis-server"
 
@@ -128,11 +128,6 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    del signum, frame
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,16 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure())
         return 0
     server = RedisServer(port=args.port)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     server.start()
     print(f"redis serving on {server.url}", flush=True)
-    try:
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.cleanup()
+    run_in_foreground(server.process, server.cleanup)
     return 0
 
 
