@@ -258,6 +258,9 @@ def run_in_foreground(process: subprocess.Popen[bytes] | None, stop: Callable[[]
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM (a supervisor forwarding it too) must not cut the stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop()
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.kafka_broker import interrupt, free_port, run_in_foreground
+from tests.support.kafka_broker import free_port, interrupt, run_in_foreground
 
 BINARY = "redis-server"
 
