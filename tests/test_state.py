@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from receiver.auth import SingleUse
 from receiver.errors import InvalidPayloadError, ReplayedRequestError, StateUnavailableError, UnavailableError
@@ -291,3 +298,59 @@ def test_block_notices_resume_after_a_silent_connection(redis_server: RedisServe
 
         blocked = run(scenario, listener, counter)
     assert blocked is not None, "the notice did not reach the process whose channel had gone silent"
+
+
+def _tls_files(directory: Path) -> Path:
+    """A CA, and a certificate it signed for 127.0.0.1, as Redis's TLS options want them."""
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: Any, *, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    pem = serialization.Encoding.PEM
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver test CA")])
+    ca_cert = certificate("receiver test CA", ca_key, ca_name, ca_key, ca=True)
+    cert = certificate("127.0.0.1", key, ca_name, ca_key, ca=False)
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory
+
+
+def test_rediss_verifies_the_server(tmp_path: Path, key_prefix: str) -> None:
+    """rediss:// speaks TLS and checks the server against state.tls_ca_file; an unknown CA is refused."""
+    tls = _tls_files(tmp_path)
+    server = RedisServer(workdir=tmp_path, tls=tls).start()
+
+    def state(ca: Path | None) -> State:
+        settings = StateSettings(url=server.url, key_prefix=key_prefix, tls_ca_file=ca)
+        return build_state(settings, lease_seconds=2.0)
+
+    async def check(s: State) -> str | None:
+        return await s.check()
+
+    try:
+        assert server.url.startswith("rediss://")
+        trusted = run(check, state(tls / "ca.pem"))
+        untrusted = run(check, state(None))  # the system's CAs do not know the test CA
+    finally:
+        server.cleanup()
+    assert trusted is None
+    assert untrusted is not None

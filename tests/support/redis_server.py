@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,14 +52,22 @@ def ensure() -> str:
     return found
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers PING (or asks for a password: it is up)."""
+def ping(port: int, timeout: float = 0.5, *, ca: Path | None = None) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers PING (or asks for a password: it is up); TLS with ``ca``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:
+            if ca is None:
+                return _pinged(plain)
+            context = ssl.create_default_context(cafile=str(ca))
+            with context.wrap_socket(plain, server_hostname="127.0.0.1") as secure:
+                return _pinged(secure)
     except OSError:
         return False
+
+
+def _pinged(sock: socket.socket) -> bool:
+    sock.sendall(b"PING\r\n")
+    return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
 
 
 @dataclass
@@ -69,15 +78,23 @@ class RedisServer:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="redis-")))
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None  # --requirepass: clients must AUTH
+    tls: Path | None = None  # a directory with cert.pem, key.pem and ca.pem: TLS only, on ``port``
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         binary = ensure()
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                "--tls-cert-file", str(self.tls / "cert.pem"), "--tls-key-file", str(self.tls / "key.pem"),
+                "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+            ]  # fmt: skip
         argv = [
-            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+            binary, "--bind", "127.0.0.1", *ports, "--dir", str(self.workdir),
             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
             "--maxmemory", "256mb", "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
@@ -90,7 +107,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 msg = f"redis-server exited with {self.process.returncode}; see {self.workdir / 'redis.log'}"
                 raise RedisServerError(msg)
-            if ping(self.port):
+            if ping(self.port, ca=None if self.tls is None else self.tls / "ca.pem"):
                 return self
             time.sleep(0.05)
         self.stop()
