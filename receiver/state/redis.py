@@ -46,6 +46,7 @@ from receiver.errors import (
 )
 from receiver.events import Accepted
 from receiver.limits import WINDOW, Budget
+from receiver.state.base import Once
 from receiver.state.memory import MemoryState
 from receiver.vendors.base import Answer
 
@@ -84,14 +85,14 @@ class RedisOnce:
 
     __slots__ = ("_held", "_key", "_state", "_until", "first")
 
-    def __init__(self, state: RedisState, key: str, held: bytes | None, until: float, *, first: bool) -> None:
+    def __init__(self, state: RedisState, key: str, held: bytes, until: float, *, first: bool) -> None:
         self._state, self._key, self._held, self._until = state, key, held, until
         self.first = first
 
     async def earlier_answer(self) -> Any:
         """Poll for the first copy's answer; it is bounded by the reservation's lease."""
         deadline = time.monotonic() + self._state.lease
-        value = self._held
+        value: bytes | None = self._held
         while value is not None and value[:1] == _PENDING and time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
             try:
@@ -103,14 +104,12 @@ class RedisOnce:
         return KafkaUnavailableError("an identical request was being handled and did not finish; retry")
 
     def settle(self, answer: Any) -> None:
-        assert self._held is not None  # only the first copy settles  # noqa: S101
         value = _SETTLED + self._held[1 : 1 + _FINGERPRINT] + encode_answer(answer)
         ttl = max(1, math.ceil((self._until - time.time()) * 1000))
         self._state.background(self._state.script(_SETTLE, [self._key], [self._held, value, ttl]))
 
     def release(self, answer: Any) -> None:
         del answer  # copies elsewhere see the key gone and are answered 503; later ones start afresh
-        assert self._held is not None  # noqa: S101
         self._state.background(self._state.script(_SETTLE, [self._key], [self._held, b"", 0]))
 
 
@@ -221,7 +220,7 @@ class RedisState:
 
     # -- single-use ids
 
-    async def reserve(self, key: str, single_use: SingleUse, now: float, body: bytes, *, fail_open: bool) -> Any:
+    async def reserve(self, key: str, single_use: SingleUse, now: float, body: bytes, *, fail_open: bool) -> Once:
         fingerprint = hashlib.sha256(body).digest()
         held = _PENDING + fingerprint + os.urandom(16)
         name = f"{self._prefix}once:{key}"
