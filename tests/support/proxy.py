@@ -29,6 +29,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -38,9 +39,7 @@ class TcpProxy:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(15)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
@@ -58,11 +57,28 @@ class TcpProxy:
         self._cut = False
         self.delay = 0.0
 
+    async def _shutdown(self) -> None:
+        """Close the listener and every connection, and wait until each is done: nothing left to the GC."""
+        self._cut = True
+        if self._server is not None:
+            self._server.close()
+        self._close_all()
+        pending = [task for task in self._connections if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+        await asyncio.sleep(0.05)  # the transports' connection_lost callbacks run
+
     def _close_all(self) -> None:
         for writer in list(self._writers):
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
         if self._cut:
             writer.close()
             return
