@@ -1,15 +1,20 @@
 """Admission: may this address even try? Allow-lists and failure limits first, the source's budget last.
 
-``admit`` runs before authentication, so a refused address costs no signature check;
-it spends nothing but the address's own failure budget. The source's request budget
-is charged (``charge``) only once authentication succeeded: a sender without
-credentials cannot spend it and make a valid sender see 429. The client address is
-the one resolved from trusted proxies (see ``client_address``), computed once.
+``admit`` runs on the headers, before any body byte is read (``receiver.gate``), so a
+refused address costs neither a body nor a signature check. An address over its
+failure limit is not refused outright: a shared vendor egress address may be blocked
+by a co-tenant's failures, so the block only refuses the checks that are expensive
+(an Argon2 hash, a public-key signature not remembered); a cheap credential is still
+checked and a valid one passes. The source's request budget is charged (``charge``)
+only once authentication succeeded: a sender without credentials cannot spend it and
+make a valid sender see 429. The client address is the one resolved from trusted
+proxies (see ``client_address``), computed once.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from receiver.errors import IpNotAllowedError, RateLimitedError
@@ -20,6 +25,15 @@ if TYPE_CHECKING:
     from receiver.state import State
 
 
+@dataclass(slots=True)  # per request: not frozen (see receiver.events)
+class Admitted:
+    """A request let in on its headers: its source, the source's budget, and the address's block if any."""
+
+    source: Source
+    budget: Budget | None
+    blocked: RateLimitedError | None  # the answer to an expensive check (or a failure) while blocked
+
+
 class Admission:
     """Allow-lists, failure limits and source budgets, counted in the receiver's ``State``."""
 
@@ -27,18 +41,20 @@ class Admission:
         self._state = state
         self._failure_limit = failure_limit_per_minute
 
-    def admit(self, source: Source, client_ip: str, now: float) -> Budget | None:
-        """Raise when this address may not try; else the source's budget as it stands (nothing spent)."""
+    def admit(self, source: Source, client_ip: str, now: float) -> Admitted:
+        """Raise when this address may not try at all; else what it may try (nothing spent)."""
         networks = source.settings.allowed_ips
         if networks and not _inside(client_ip, networks):
             raise IpNotAllowedError("requests from this address are not accepted for this source")
+        refusal = None
         if self._failure_limit > 0:
             blocked = self._state.blocked(_failure_key(source, client_ip), self._failure_limit, now)
             if blocked is not None:
                 msg = f"too many failed authentications from this address; retry in {blocked.reset} s"
-                raise RateLimitedError(msg, blocked.reset)
+                refusal = RateLimitedError(msg, blocked.reset)
         limit = source.settings.rate_limit
-        return None if limit is None else self._state.budget(source.id, limit.requests_per_minute, now)
+        budget = None if limit is None else self._state.budget(source.id, limit.requests_per_minute, now)
+        return Admitted(source, budget, refusal)
 
     async def charge(self, source: Source, now: float) -> Budget | None:
         """Spend one request of the source's budget (an authenticated sender); raise 429 when it is spent."""

@@ -17,12 +17,13 @@ from starlette.middleware import Middleware
 
 from receiver.audit import AuditTrail
 from receiver.connections import GuardedHttpToolsProtocol
-from receiver.endpoints import ROUTES, DeliveryDispatch
 from receiver.errors import RequestError
+from receiver.gate import DeliveryGate, HeaderLimits
 from receiver.logs import configure_logging
 from receiver.metrics import Metrics, SharedMetrics
 from receiver.openapi import build_openapi
 from receiver.pipeline import Pipeline, build_pipeline
+from receiver.probes import ROUTES
 from receiver.publish import Publisher, open_publisher
 from receiver.reload import Reloader, watched_files
 from receiver.request_log import ObserveRequests
@@ -48,9 +49,6 @@ class State(TypedDict):
     tracing: Tracing
     reloader: Reloader | None
     openapi: bytes
-    max_body_bytes: int
-    body_timeout: float
-    dry_run_token: bytes | None
     topic_check: TopicCheck | None
     shared_state: SharedState
     loop: asyncio.AbstractEventLoop  # the one the requests run on, taken once
@@ -95,8 +93,6 @@ def create_app(
         if settings.kafka.bootstrap_servers and settings.kafka.topics.check
         else None
     )
-    token = settings.dry_run.token_sha256
-    dry_run_token = bytes.fromhex(token) if settings.dry_run.enabled and token else None
     pipeline_ref: list[Pipeline] = []
     metrics.watch_expiries(lambda: pipeline_ref[0].sources if pipeline_ref else sources)
 
@@ -139,9 +135,6 @@ def create_app(
                         tracing=tracing,
                         reloader=reloader,
                         openapi=openapi,
-                        max_body_bytes=settings.server.max_body_bytes,
-                        body_timeout=settings.server.body_timeout_seconds,
-                        dry_run_token=dry_run_token,
                         topic_check=topic_check,
                         shared_state=shared,
                         loop=asyncio.get_running_loop(),
@@ -159,17 +152,16 @@ def create_app(
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        # The edge in order (receiver.gate): observe every request; header limits; then, for
+        # deliveries, waiting time, admission, body, in-flight slot; the rest to the router.
         middleware=[
+            Middleware(ObserveRequests, metrics=metrics, audit=audit, trusted_proxies=settings.server.trusted_proxies),
             Middleware(
-                ObserveRequests,
-                metrics=metrics,
-                audit=audit,
-                trusted_proxies=settings.server.trusted_proxies,
+                HeaderLimits,
                 max_header_bytes=settings.server.max_header_bytes,
                 max_headers=settings.server.max_headers,
-                max_in_flight=settings.server.max_in_flight,
             ),
-            Middleware(DeliveryDispatch),
+            Middleware(DeliveryGate, settings=settings, metrics=metrics),
         ],
         exception_handlers={
             RequestError: on_request_error,

@@ -1,7 +1,9 @@
-"""The HTTP surface: turn a request into a ``Delivery`` and the pipeline's answer into JSON.
+"""The delivery endpoint: the URL table, the body, and the pipeline's answer as JSON.
 
 Callback URLs: ``POST /v1/callbacks/{source}/{event}``; device push messages:
-``POST /v1/push/{source}[/{event}]``. Both feed the same pipeline.
+``POST /v1/push/{source}[/{event}]``; dry runs ``POST /v1/dry-run/{source}/{event}``.
+All feed the same pipeline, through ``receiver.gate`` (the order of the checks before
+it). The probes, metrics and docs are in ``receiver.probes``.
 """
 
 from __future__ import annotations
@@ -9,16 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import parse_qsl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import to_json as json_bytes
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from receiver.errors import (
     AuthRequiredError,
@@ -26,19 +23,17 @@ from receiver.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
-    RequestError,
     RequestTimeoutError,
 )
-from receiver.events import Accepted, Delivery, Outcome
-from receiver.metrics import Metrics
+from receiver.events import Accepted, Delivery
 from receiver.pipeline import Pipeline
-from receiver.publish import Publisher
-from receiver.responses import json_response, send_error
-from receiver.shutdown import Drain
 from receiver.tracing import Tracing, trace_headers
 from receiver.vendors.base import Answer
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+if TYPE_CHECKING:
+    from receiver.admission import Admitted
+    from receiver.sources import Source
+
 PUSH_EVENT = "push"
 
 
@@ -93,55 +88,33 @@ class Deliver:
     """A vendor callback or push message: answered 2xx only after the event is durable.
 
     A raw ASGI endpoint, because this is the hot path: no Request or Response objects,
-    the headers scanned once. Refusals are raised and answered by the app's handlers.
-    With ``dry_run``, the delivery goes through every step and nothing is published.
+    the headers scanned once. It is reached through ``receiver.gate``, which admitted
+    the request and read its body; refusals are raised and answered there. With
+    ``dry_run``, the delivery goes through every step and nothing is published.
     """
 
     def __init__(self, template: str, methods: Sequence[str] = ("POST",), *, dry_run: bool = False) -> None:
-        self.template = template  # the path pattern, for the tracing span's name
+        self.template = template  # the path pattern: the URL table's entry and the tracing span's name
         self.methods = frozenset({*methods, "OPTIONS"})
         self.allow = ", ".join(sorted(self.methods))
         self.dry_run = dry_run
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "OPTIONS":
-            await self._options(scope, send)
-            return
-        received_at = time.time()
-        state = scope["state"]
-        outcome: Outcome = state["outcome"]
-        params = scope["path_params"]
-        outcome.source = source = params["source"]
-        outcome.event = event = params.get("event", PUSH_EVENT)
-        headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
-        if scope["method"] == "GET" and not _takes_queries(state["pipeline"], source):
+    def check_method(self, scope: Scope, source: Source) -> None:
+        """GET only for a vendor that sends its messages as query strings; else 405."""
+        if scope["method"] == "GET" and "" not in source.vendor.media_types:
             msg = f"GET is not allowed on {scope['path']}; this source's vendor posts its messages"
             raise MethodNotAllowedError(msg, ["OPTIONS", "POST"])
-        if self.dry_run:
-            _check_admin(state["dry_run_token"], headers.get(b"x-dry-run-token"))
-        body = await read_body(
-            receive, headers.get(b"content-length"), state["max_body_bytes"], state["body_timeout"], state["loop"]
-        )
-        delivery = Delivery(
-            source_id=source,
-            event=event,
-            body=body,
-            content_type=headers.get(b"content-type", b"").decode("latin-1"),
-            headers=headers,
-            client_ip=outcome.client_ip,
-            received_at=received_at,
-            outcome=outcome,
-            query=dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {},
-        )
-        pipeline: Pipeline = state["pipeline"]
-        tracing: Tracing = state["tracing"]
-        incoming = trace_headers(headers)
+
+    async def __call__(self, scope: Scope, send: Send, delivery: Delivery, admitted: Admitted) -> None:
+        pipeline: Pipeline = scope["state"]["pipeline"]
+        tracing: Tracing = scope["state"]["tracing"]
+        incoming = trace_headers(delivery.headers)
         if incoming or tracing.enabled:
-            with tracing.server_span(f"{scope['method']} {self.template}", incoming, source):
-                accepted = await pipeline.process(delivery, publish=not self.dry_run)
+            with tracing.server_span(f"{scope['method']} {self.template}", incoming, delivery.source_id):
+                accepted = await pipeline.process(delivery, admitted=admitted, publish=not self.dry_run)
         else:  # nothing to trace: skip the context manager on the hot path
-            accepted = await pipeline.process(delivery, publish=not self.dry_run)
-        outcome.event_id = accepted.event_id or None
+            accepted = await pipeline.process(delivery, admitted=admitted, publish=not self.dry_run)
+        delivery.outcome.event_id = accepted.event_id or None
         status, payload = _answer(accepted, self.dry_run)
         response_headers = [(k.lower().encode(), v.encode()) for k, v in accepted.headers.items()]
         if accepted.event_id:
@@ -154,7 +127,7 @@ class Deliver:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload or b""})
 
-    async def _options(self, scope: Scope, send: Send) -> None:
+    async def options(self, scope: Scope, send: Send) -> None:
         """``Allow``, and the CloudEvents webhook validation handshake for allowed origins."""
         allow = self.allow
         if "GET" in allow and not _takes_queries(scope["state"]["pipeline"], scope["path_params"]["source"]):
@@ -204,7 +177,8 @@ def _answer(accepted: Accepted, dry_run: bool) -> tuple[int, bytes | None]:
     return 200, json_bytes({"id": accepted.event_id})
 
 
-def _check_admin(expected: bytes | None, given: bytes | None) -> None:
+def check_admin(expected: bytes | None, given: bytes | None) -> None:
+    """A dry run's admin token: 404 when dry runs are off, 401 when it is missing or wrong."""
     if expected is None:
         raise NotFoundError("dry runs are not enabled on this receiver")
     presented = hashlib.sha256(given or b"").digest()
@@ -212,118 +186,38 @@ def _check_admin(expected: bytes | None, given: bytes | None) -> None:
         raise AuthRequiredError("a dry run needs the admin token in X-Dry-Run-Token")
 
 
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers. No I/O, so a slow broker never restarts the pod."""
-    del request
-    return json_response(200, {"status": "ok"})
+class DeliveryTable:
+    """The delivery URL patterns, the one table of them: matched by splitting the path, no regular expressions.
 
-
-async def readyz(request: Request) -> Response:
-    """Readiness: config loaded and the publisher can take events; the body names what fails."""
-    publisher: Publisher = request.state.publisher
-    drain: Drain = request.state.drain
-    topic_check = request.state.topic_check
-    problems = {"shutdown": "draining" if drain.draining else None, publisher.name: await publisher.check()}
-    if topic_check is not None:
-        problems["topics"] = topic_check.problem()
-    # Shared state is listed but never fails readiness: every replica shares it, and pulling
-    # them all out of the Service would turn answers (503 where a source fails closed, the
-    # rest served) into refused connections.
-    state_problem = await request.state.shared_state.check()
-    checks = {
-        "config": "ok",
-        **{name: problem or "ok" for name, problem in problems.items()},
-        "state": f"degraded: {state_problem}" if state_problem else "ok",
-    }
-    failing = [f"{name}: {problem}" for name, problem in problems.items() if problem is not None]
-    if failing:
-        body = {"code": "not_ready", "message": "; ".join(failing), "checks": checks}
-        return json_response(503, body, {"Retry-After": "5"})
-    return json_response(200, {"status": "ready", "checks": checks})
-
-
-async def openapi(request: Request) -> Response:
-    """The OpenAPI document of this configuration, generated at startup."""
-    document: bytes = request.state.openapi
-    return Response(document, media_type="application/json")
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this process's metrics."""
-    registry: Metrics = request.state.metrics
-    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _with_options(endpoint: Endpoint, methods: Sequence[str]) -> Endpoint:
-    """Answer OPTIONS with the path's ``Allow`` header, as iotcomms expects of every endpoint."""
-    implied = {"HEAD"} if "GET" in methods else set()  # Starlette serves HEAD wherever GET is
-    allow = ", ".join(sorted({*methods, *implied, "OPTIONS"}))
-
-    async def handle(request: Request) -> Response:
-        if request.method == "OPTIONS":
-            return Response(status_code=200, headers={"Allow": allow})
-        return await endpoint(request)
-
-    return handle
-
-
-def route(path: str, endpoint: Endpoint, methods: Sequence[str]) -> Route:
-    return Route(path, _with_options(endpoint, methods), methods=[*methods, "OPTIONS"])
-
-
-CALLBACK = Deliver("/v1/callbacks/{source}/{event}")
-PUSH = Deliver("/v1/push/{source}", ["GET", "POST"])  # Sigfox-style backends may send a GET query string
-PUSH_NAMED = Deliver("/v1/push/{source}/{event}", ["GET", "POST"])
-DRY_RUN = Deliver("/v1/dry-run/{source}/{event}", dry_run=True)
-
-
-class DeliveryDispatch:
-    """The delivery paths straight to their endpoint: no router and no exception middleware on the hot path.
-
-    ``/v1/callbacks/{source}/{event}``, ``/v1/push/{source}[/{event}]`` and
-    ``/v1/dry-run/{source}/{event}`` are matched by splitting the path; refusals are
-    answered here, in the same JSON shape as the app's handlers. Everything else, and
-    any bug, goes on to Starlette as before.
+    Each template is literal segments followed by ``{name}`` segments; a path matches
+    when its literal part is one of the table's and every named segment is non-empty.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, endpoints: Sequence[Deliver]) -> None:
+        self.endpoints = tuple(endpoints)
+        self._shapes: dict[tuple[int, tuple[str, ...]], tuple[Deliver, list[str]]] = {}
+        for endpoint in self.endpoints:
+            parts = endpoint.template.split("/")
+            fixed = tuple(p for p in parts if not p.startswith("{"))
+            names = [p[1:-1] for p in parts[len(fixed) :]]
+            self._shapes[len(parts), fixed] = (endpoint, names)
+        self._fixed = sorted({len(fixed) for _, fixed in self._shapes})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _delivery_for(scope["path"]) if scope["type"] == "http" else None
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        endpoint, params = found
-        scope["path_params"] = params
-        try:
-            if scope["method"] not in endpoint.methods:
-                msg = f"{scope['method']} is not allowed on {scope['path']}; use {endpoint.allow}"
-                raise MethodNotAllowedError(msg, sorted(endpoint.methods))
-            await endpoint(scope, receive, send)
-        except RequestError as exc:
-            await send_error(scope, send, exc)
-
-
-def _delivery_for(path: str) -> tuple[Deliver, dict[str, str]] | None:
-    parts = path.split("/")  # "", "v1", family, source[, event]
-    if len(parts) not in (4, 5) or parts[1] != "v1" or not all(parts[3:]):
+    def match(self, path: str) -> tuple[Deliver, dict[str, str]] | None:
+        parts = path.split("/")
+        for fixed in self._fixed:
+            found = self._shapes.get((len(parts), tuple(parts[:fixed])))
+            if found is not None and all(parts[fixed:]):
+                endpoint, names = found
+                return endpoint, dict(zip(names, parts[fixed:], strict=True))
         return None
-    family = parts[2]
-    if len(parts) == 5:
-        endpoint = {"callbacks": CALLBACK, "push": PUSH_NAMED, "dry-run": DRY_RUN}.get(family)
-        return None if endpoint is None else (endpoint, {"source": parts[3], "event": parts[4]})
-    return (PUSH, {"source": parts[3]}) if family == "push" else None
 
 
-ROUTES = [
-    # Matched first by DeliveryDispatch; listed so the route table stays whole.
-    Route(CALLBACK.template, CALLBACK, methods=["POST", "OPTIONS"]),
-    Route(PUSH.template, PUSH, methods=["GET", "POST", "OPTIONS"]),
-    Route(PUSH_NAMED.template, PUSH_NAMED, methods=["GET", "POST", "OPTIONS"]),
-    Route(DRY_RUN.template, DRY_RUN, methods=["POST", "OPTIONS"]),
-    route("/healthz", healthz, ["GET"]),
-    route("/readyz", readyz, ["GET"]),
-    route("/metrics", metrics, ["GET"]),
-    route("/openapi.json", openapi, ["GET"]),
-]
+DELIVERIES = DeliveryTable(
+    [
+        Deliver("/v1/callbacks/{source}/{event}"),
+        Deliver("/v1/push/{source}", ["GET", "POST"]),  # Sigfox-style backends may send a GET query string
+        Deliver("/v1/push/{source}/{event}", ["GET", "POST"]),
+        Deliver("/v1/dry-run/{source}/{event}", dry_run=True),
+    ]
+)

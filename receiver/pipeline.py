@@ -1,5 +1,8 @@
 """The request path: admit, authenticate and authorize, read, plan the records, publish, answer.
 
+Admission (``admit``) runs on the headers, called by ``receiver.gate`` before the body
+is read; ``process`` takes the admitted request once its body is complete.
+
 No HTTP types here: a ``Delivery`` comes in, an ``Accepted`` or a ``RequestError`` comes
 out, and the delivery's ``Outcome`` notes who sent it. Authenticated deliveries that
 fail intake are dead-lettered before the refusal is answered, so nothing an
@@ -18,7 +21,7 @@ from typing import Any, Self, cast
 from pydantic import BaseModel
 
 from receiver import intake
-from receiver.admission import Admission
+from receiver.admission import Admission, Admitted
 from receiver.auth import Credentials, Principal
 from receiver.deadletter import deadletter_record, deadletter_topic
 from receiver.errors import (
@@ -115,11 +118,21 @@ class Pipeline:
         """Swap in reloaded sources; requests already past the lookup keep the old ones."""
         self._sources = sources
 
-    async def process(self, delivery: Delivery, *, publish: bool = True) -> Accepted:
+    def admit(self, source_id: str, client_ip: str, now: float) -> Admitted:
+        """On the headers alone: the source named in the URL, and may this address try it? Nothing is spent."""
+        return self._admission.admit(self._source(source_id), client_ip, now)
+
+    async def failed(self, admitted: Admitted, client_ip: str, now: float) -> None:
+        """Count a failed proof made before the body (a wrong admin token) against the address."""
+        await self._admission.failed(admitted.source, client_ip, now)
+
+    async def process(self, delivery: Delivery, *, admitted: Admitted | None = None, publish: bool = True) -> Accepted:
         """Answer only after the publisher made the events durable (or, in a dry run, never publish)."""
-        source = self._source(delivery.source_id)
-        with RefusalContext(self._admission.admit(source, delivery.client_ip, delivery.received_at)) as context:
-            principal, once = await self._authenticate(source, delivery)
+        if admitted is None:  # not through the gate (tests, tools): admitted now
+            admitted = self.admit(delivery.source_id, delivery.client_ip, delivery.received_at)
+        source = admitted.source
+        with RefusalContext(admitted.budget) as context:
+            principal, once = await self._authenticate(admitted, delivery)
             handled = self._handle(source, delivery, principal, context, publish=publish)
             if once is None:
                 return await handled
@@ -162,9 +175,17 @@ class Pipeline:
             raise UnknownSourceError(msg)
         return source
 
-    async def _authenticate(self, source: Source, delivery: Delivery) -> tuple[Principal, Once | None]:
-        """The proven sender, and its hold on the request's single-use id; a failure counts against the address."""
+    async def _authenticate(self, admitted: Admitted, delivery: Delivery) -> tuple[Principal, Once | None]:
+        """The proven sender, and its hold on the request's single-use id; a failure counts against the address.
+
+        A blocked address still gets its cheap checks, answered on their merits (a
+        co-tenant's failures must not lock a valid sender out); only the expensive ones are
+        refused, with 429.
+        """
+        source = admitted.source
         credentials = Credentials(delivery.headers, delivery.body, delivery.received_at)
+        if admitted.blocked is not None and source.auth.is_costly(credentials):
+            raise admitted.blocked
         try:
             principal = await source.auth.authenticate(credentials)
             once = await self._reserve(source, delivery, principal)  # a replayed id is a failure too
@@ -300,7 +321,6 @@ def build_pipeline(  # noqa: PLR0913 - the parts, plus where its state lives
         metrics,
         tracing or Tracing(settings.tracing),
         deadletter_topic(prefix),
-        max_pending=settings.kafka.max_pending_records,
     )
     admission = Admission(state, settings.server.failure_limit_per_minute)
     return Pipeline(

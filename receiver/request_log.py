@@ -1,8 +1,9 @@
 """The request log: request id, the canonical log line, the request metrics and the audit record.
 
-An ASGI middleware around the whole app. Endpoints and error handlers fill in the
-request's ``Outcome`` (source, event, code, event id); when the response is done, one
-log line and the metrics are written from it.
+An ASGI middleware around the whole app. It only observes: it refuses nothing (the
+refusals before the body are ``receiver.gate``'s). Endpoints and error handlers fill in
+the request's ``Outcome`` (source, event, code, event id); when the response is done,
+one log line and the metrics are written from it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admission import client_address
 from receiver.audit import AuditTrail, RequestFacts
-from receiver.errors import HeadersTooLargeError, OverloadedError, auth_codes
+from receiver.errors import auth_codes
 from receiver.events import Outcome
 from receiver.metrics import Metrics
-from receiver.responses import send_error
 
 log = logging.getLogger("receiver.request")
 
@@ -47,25 +47,18 @@ def request_id(scope: Scope) -> str:
 
 
 class ObserveRequests:
-    def __init__(  # noqa: PLR0913 - wired once by create_app, by keyword
+    def __init__(
         self,
         app: ASGIApp,
         metrics: Metrics,
         *,
         audit: AuditTrail | None = None,
         trusted_proxies: Sequence[IPvAnyNetwork] = (),
-        max_header_bytes: int = 16384,
-        max_headers: int = 100,
-        max_in_flight: int = 256,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.audit = audit
         self.trusted = list(trusted_proxies)
-        self.max_header_bytes = max_header_bytes
-        self.max_headers = max_headers
-        self.max_in_flight = max_in_flight
-        self.deliveries = 0  # deliveries being handled now (probes, metrics and docs are not counted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,35 +77,12 @@ class ObserveRequests:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        delivery = scope["path"].startswith("/v1/")
         self.metrics.in_flight += 1
-        self.deliveries += delivery
         try:
-            refusal = self._oversized(scope["headers"]) or (self._shed() if delivery else None)
-            if refusal is None:
-                await self.app(scope, receive, send_with_id)
-            else:  # refused before anything reads the request
-                await send_error(scope, send_with_id, refusal)
+            await self.app(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight -= 1
-            self.deliveries -= delivery
             self._record(scope, outcome, status, time.perf_counter() - started)
-
-    def _oversized(self, headers: Sequence[tuple[bytes, bytes]]) -> HeadersTooLargeError | None:
-        if len(headers) > self.max_headers:
-            return HeadersTooLargeError(f"the request has more than {self.max_headers} headers; send fewer")
-        size = sum(len(name) + len(value) for name, value in headers)
-        if size > self.max_header_bytes:
-            msg = f"the request's headers are larger than {self.max_header_bytes} bytes; send smaller ones"
-            return HeadersTooLargeError(msg)
-        return None
-
-    def _shed(self) -> OverloadedError | None:
-        """Past ``max_in_flight`` deliveries, the excess is answered at once, so the accepted ones stay fast."""
-        if self.deliveries <= self.max_in_flight:
-            return None
-        self.metrics.shed.inc()
-        return OverloadedError(f"this receiver is handling {self.max_in_flight} deliveries already; retry in a second")
 
     def _client(self, scope: Scope) -> str:
         peer = str((scope.get("client") or ("", 0))[0])

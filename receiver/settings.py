@@ -315,7 +315,16 @@ class ServerSettings(_Frozen):
         default=None, ge=16, description="open connections per process (idle closed first); none: fd limit - 64"
     )
     max_in_flight: int = Field(
-        default=256, ge=1, description="deliveries handled at once per process; past it, 503 overloaded at once"
+        default=256, ge=1, description="deliveries with a complete body handled at once per process; past it, 503"
+    )
+    max_reading: int = Field(
+        default=1024, ge=1, description="deliveries still sending their body, per process; past it, 503 overloaded"
+    )
+    max_reading_per_address: int = Field(
+        default=64, ge=1, description="of max_reading, what one client address (an IPv6 /64) may hold; past it, 503"
+    )
+    max_wait_ms: int = Field(
+        default=50, ge=0, description="a delivery that waited longer for the app to see it gets 503 at once; 0: off"
     )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list, description="peers whose X-Forwarded-For is believed"

@@ -10,7 +10,7 @@ context. OpenTelemetry is imported only when enabled.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -22,7 +22,7 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 _incoming: ContextVar[tuple[tuple[str, bytes], ...]] = ContextVar("incoming_trace", default=())
 
 
-def trace_headers(headers: dict[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
+def trace_headers(headers: Mapping[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
     """The request's W3C trace context headers, when ``traceparent`` is well formed."""
     parent = headers.get(b"traceparent")
     if parent is None or not _TRACEPARENT.match(parent.decode("latin-1")):

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from receiver.admission import client_address
 from receiver.app import create_app
 from receiver.limits import MinuteWindow
-from tests.conftest import SettingsFactory
+from tests.conftest import BASIC_PASSWORD, KeyPair, SettingsFactory, claims, message_body
 
 TOKEN = "static-token-abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -111,14 +111,29 @@ def test_source_budget_gives_429_with_headers(client: TestClient) -> None:
 
 
 def test_failures_per_address_are_limited(client: TestClient) -> None:
-    """After the allowed number of failed authentications, that address gets 429 even with good credentials."""
+    """Past the allowed failed authentications, a cheap credential is still judged on its merits: 401 or 200."""
     bad = {"Authorization": "Bearer wrong"}
-    for _ in range(3):
+    for _ in range(4):
         assert client.post("/v1/push/open", json=BODY, headers=bad).status_code == 401
-    blocked = client.post("/v1/push/open", json=BODY, headers=AUTH)
-    assert blocked.status_code == 429
-    assert blocked.json()["code"] == "rate_limited"
-    assert "Retry-After" in blocked.headers
+    assert client.post("/v1/push/open", json=BODY, headers=AUTH).status_code == 200
+
+
+def test_a_blocked_address_gets_only_the_cheap_checks(make_settings: SettingsFactory, tenant_key: KeyPair) -> None:
+    """Blocked: Basic without a hash and a remembered JWT still pass; an RS256 JWT not seen before gets 429."""
+    settings = make_settings(server={"max_body_bytes": 4096, "failure_limit_per_minute": 3})
+    url = "/v1/callbacks/customer47/message"
+    remembered = {"Authorization": f"Bearer {tenant_key.token(claims())}"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post(url, json=message_body(), headers=remembered).status_code == 200
+        for _ in range(4):
+            assert client.post(url, json=message_body(), auth=("iotcomms", "wrong")).status_code == 401
+        assert client.post(url, json=message_body(), auth=("iotcomms", BASIC_PASSWORD)).status_code == 200
+        assert client.post(url, json=message_body(), headers=remembered).status_code == 200
+        fresh = {"Authorization": f"Bearer {tenant_key.token(claims(jti='another'))}"}
+        refused = client.post(url, json=message_body(), headers=fresh)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["code"] == "rate_limited"
+    assert "Retry-After" in refused.headers
 
 
 def test_minute_window_refreshes() -> None:

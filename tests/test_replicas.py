@@ -19,6 +19,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import yaml
+from argon2 import PasswordHasher
 
 from tests.support.kafka import read_topic
 from tests.support.kafka_broker import Broker
@@ -56,6 +57,7 @@ def replicas(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> 
     redis = RedisServer(workdir=directory / "redis").start()  # its own: the last test kills it
     bearer = {"type": "bearer", "tokens": [{"sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]}
     webhooks = {"type": "standard_webhooks", "secrets": [{"value": WH_SECRET}]}
+    argon2 = {"type": "basic", "username": "fl", "password_hash": PasswordHasher().hash(TOKEN)}
 
     def source(name: str, auth: dict[str, Any], **extra: Any) -> dict[str, Any]:
         return {"kind": "tracker", "topic": f"{prefix}.{name}", "auth": [auth], **extra}
@@ -74,7 +76,7 @@ def replicas(kafka_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> 
             "whopen": source("whopen", webhooks, single_use_on_state_outage="local"),
             "dd": source("dd", bearer, dedup_window_seconds=600),
             "rl": source("rl", bearer, rate_limit={"requests_per_minute": BUDGET}),
-            "fl": source("fl", bearer),
+            "fl": source("fl", argon2),
         },
     }
     path = directory / "receiver.yaml"
@@ -107,6 +109,11 @@ def wh_headers(body: bytes, msg_id: str) -> dict[str, str]:
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
     return {"content-type": "application/json", "authorization": f"Bearer {token}"}
+
+
+def basic(password: str) -> dict[str, str]:
+    credentials = base64.b64encode(f"fl:{password}".encode()).decode()
+    return {"content-type": "application/json", "authorization": f"Basic {credentials}"}
 
 
 def push(replica: Receiver, source: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -157,13 +164,13 @@ def test_source_budget_holds_across_replicas(replicas: Replicas) -> None:
 
 
 def test_failure_limit_holds_across_replicas(replicas: Replicas) -> None:
-    """Failed authentications on both replicas add up: past the limit both refuse the address, even a good token."""
+    """Failed authentications on both replicas add up: past the limit both refuse the address its Argon2 checks."""
     inside_one_minute()
-    wrong = [push(r, "fl", device_body("x"), bearer(WRONG)).status_code for r in (replicas.a, replicas.b, replicas.a)]
+    wrong = [push(r, "fl", device_body("x"), basic(WRONG)).status_code for r in (replicas.a, replicas.b, replicas.a)]
     assert wrong == [401] * FAILURE_LIMIT
     time.sleep(0.2)  # the block notice crosses Redis's pub/sub (sub-millisecond on loopback)
     for replica in (replicas.b, replicas.a):
-        refused = push(replica, "fl", device_body("good"), bearer())
+        refused = push(replica, "fl", device_body("good"), basic(TOKEN))
         assert refused.status_code == 429, refused.text
         assert refused.json()["code"] == "rate_limited"
     assert replicas.published("fl") == []

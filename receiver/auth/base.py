@@ -119,6 +119,15 @@ class Verifier(Protocol):
         """Would verifying this credential hold the event loop (a slow hash not remembered)?"""
         ...
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        """Is checking this credential expensive (a slow hash or a public-key signature, not remembered)?
+
+        An address over its failure limit gets only the cheap checks: a co-tenant of a
+        shared vendor address must not be able to lock a valid sender out, and nobody
+        may spend the expensive ones on guesses.
+        """
+        ...
+
     def verify(self, credentials: Credentials) -> Principal:
         """Return the principal, or raise one of the ``codes`` errors."""
         ...

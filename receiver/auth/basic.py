@@ -119,6 +119,9 @@ class BasicVerifier:
             return False
         return _digest(b"basic\0" + decoded) not in self._verified
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        return self.offload(credentials)  # an Argon2 check not remembered
+
     def carries(self, credentials: Credentials) -> bool:
         authorization = credentials.authorization()
         return authorization is not None and authorization[0] == "basic"

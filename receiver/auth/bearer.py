@@ -78,6 +78,10 @@ class BearerVerifier:
         del credentials
         return False  # no check here is slow enough to leave the event loop
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        del credentials
+        return False  # hashes and MACs: cheap enough to check for a blocked address too
+
     def carries(self, credentials: Credentials) -> bool:
         authorization = credentials.authorization()
         return authorization is not None and authorization[0] == "bearer"

@@ -71,6 +71,10 @@ class HmacVerifier:
         del credentials
         return False  # no check here is slow enough to leave the event loop
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        del credentials
+        return False  # hashes and MACs: cheap enough to check for a blocked address too
+
     def carries(self, credentials: Credentials) -> bool:
         return credentials.header(self._header) is not None
 

@@ -219,6 +219,18 @@ class JwtVerifier:
         del credentials
         return False  # no check here is slow enough to leave the event loop
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        """A token not remembered, signed with a public-key algorithm (HMAC ones are cheap)."""
+        authorization = credentials.authorization()
+        token = authorization[1] if authorization else ""
+        if token in self._verified:
+            return False
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError:
+            return False  # refused before any signature is checked
+        return alg not in HMAC_ALGORITHMS
+
     def carries(self, credentials: Credentials) -> bool:
         authorization = credentials.authorization()
         return authorization is not None and authorization[0] == "bearer"

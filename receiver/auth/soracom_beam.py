@@ -97,6 +97,10 @@ class SoracomBeamVerifier:
         del credentials
         return False  # no check here is slow enough to leave the event loop
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        del credentials
+        return False  # hashes and MACs: cheap enough to check for a blocked address too
+
     def carries(self, credentials: Credentials) -> bool:
         return any(credentials.header(n) is not None for n in ("x-soracom-signature", "x-soracom-signature-version"))
 

@@ -62,6 +62,11 @@ class SourceAuth:
             raise
         return principal
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        """Would the check this credential gets be an expensive one (see ``Verifier.is_costly``)?"""
+        verifier = self._choose(credentials)
+        return verifier is not None and verifier.is_costly(credentials)
+
     def authorize(self, principal: Principal) -> None:
         """The credential must carry every role this source requires."""
         missing = sorted(self._roles - principal.roles)

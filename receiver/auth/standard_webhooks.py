@@ -75,6 +75,10 @@ class StandardWebhooksVerifier:
         del credentials
         return False  # no check here is slow enough to leave the event loop
 
+    def is_costly(self, credentials: Credentials) -> bool:
+        del credentials
+        return False  # hashes and MACs: cheap enough to check for a blocked address too
+
     def carries(self, credentials: Credentials) -> bool:
         names = ("webhook-signature", "webhook-id", "webhook-timestamp")
         return any(credentials.header(n) is not None for n in names)

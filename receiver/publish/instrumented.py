@@ -1,4 +1,8 @@
-"""A publisher that records what passes through it: latency, acks by topic, dead letters, trace context."""
+"""A publisher that records what passes through it: latency, acks by topic, dead letters, trace context.
+
+It sheds nothing: a full producer backlog is refused before the body is read, by
+``receiver.gate``, which reads ``Metrics.pending`` as kept here.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from receiver.errors import OverloadedError, UnavailableError
+from receiver.errors import UnavailableError
 from receiver.events import Record
 from receiver.metrics import Metrics
 from receiver.publish import Publisher
@@ -20,11 +24,8 @@ def _with_headers(records: Sequence[Record], extra: Sequence[tuple[str, bytes]])
 class InstrumentedPublisher:
     """Wraps any ``Publisher``; the wrapped one stays unaware of metrics."""
 
-    def __init__(
-        self, inner: Publisher, metrics: Metrics, tracing: Tracing, deadletter_topic: str, max_pending: int = 20_000
-    ) -> None:
+    def __init__(self, inner: Publisher, metrics: Metrics, tracing: Tracing, deadletter_topic: str) -> None:
         self.name = inner.name
-        self._max_pending = max_pending
         self._inner = inner
         self._metrics = metrics
         self._tracing = tracing
@@ -32,10 +33,6 @@ class InstrumentedPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         m = self._metrics
-        if m.pending + len(records) > self._max_pending:  # the producer's buffer is full: shed, do not queue
-            m.shed.inc()
-            msg = f"{m.pending} records are waiting for Kafka already; retry in a second"
-            raise OverloadedError(msg)
         m.pending += len(records)
         started = time.perf_counter()
         outcome = "error"
