@@ -24,7 +24,9 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   │   └── ReplayedRequestError    replayed_request        a signed request id already used for another body
     │   ├── ForbiddenError              403 forbidden           roles or groups do not allow it
     │   ├── IpNotAllowedError           403 ip_not_allowed      client address not in the source's allow-list
-    │   ├── RateLimitedError            429 rate_limited        over budget (carries ``Retry-After``, ``X-RateLimit-*``)
+    │   ├── RateLimitedError            429 rate_limited        over budget, or an expensive check (Argon2, an
+    │   │                                                       uncached public-key JWT) from a blocked address
+    │   │                                                       (carries ``Retry-After``, ``X-RateLimit-*``)
     │   ├── RequestTimeoutError         408 request_timeout     headers or body slower than the server's deadlines
     │   ├── PayloadTooLargeError        413 payload_too_large
     │   ├── HeadersTooLargeError        431 headers_too_large   header bytes or count over the server's limits
@@ -35,7 +37,8 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │       └── InvalidPayloadError     422 invalid_payload     (carries the field errors)
     └── UnavailableError                503 (carries ``Retry-After``)
         ├── NotReadyError               503 not_ready           config or producer not up yet
-        ├── OverloadedError             503 overloaded          more deliveries in flight than this process takes
+        ├── OverloadedError             503 overloaded          shed before the body: waited past max_wait_ms,
+        │                                                       reading or in-flight slots full, Kafka backlog full
         ├── KafkaUnavailableError       503 kafka_unavailable   no acknowledgement in time
         ├── StoreUnavailableError       503 store_unavailable   the embedded store could not commit
         └── StateUnavailableError       503 state_unavailable   the shared state (Redis) did not answer in time
@@ -179,7 +182,7 @@ class IpNotAllowedError(RequestError):
 
 
 class RateLimitedError(RequestError):
-    """Over the source's request budget, or too many failures from one address."""
+    """Over the source's request budget, or an expensive check asked for by an address over its failure limit."""
 
     status, code = 429, "rate_limited"
 
@@ -265,7 +268,7 @@ class NotReadyError(UnavailableError):
 
 
 class OverloadedError(UnavailableError):
-    """Shed at once: the process has as many deliveries in flight, or records pending, as it takes."""
+    """Shed at once (``receiver.gate``): too late, too many bodies reading or deliveries in flight, Kafka behind."""
 
     code = "overloaded"
     retry_after = 1

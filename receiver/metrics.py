@@ -106,7 +106,9 @@ class Metrics:
             registry=r,
         )
         self.shed = Counter(
-            "receiver_shed_total", "Deliveries answered 503 overloaded at once, past server.max_in_flight.", registry=r
+            "receiver_shed_total",
+            "Deliveries answered 503 overloaded at once: waited too long, slots full, Kafka backlog full.",
+            registry=r,
         )
 
         self.state_fallbacks = Counter(
