@@ -26,7 +26,7 @@ from receiver.pipeline import Pipeline, build_pipeline
 from receiver.probes import ROUTES
 from receiver.publish import Publisher, open_publisher
 from receiver.reload import Reloader, watched_files
-from receiver.request_log import ObserveRequests
+from receiver.request_log import ObserveRequests, connection_refusals
 from receiver.responses import on_http_error, on_request_error, on_unexpected_error
 from receiver.settings import Settings, config_path_from_env, load_settings, metrics_dir_from_env
 from receiver.shutdown import Drain, drain_on_signals
@@ -149,6 +149,7 @@ def create_app(
         metrics.close()
         log.info("receiver.stopped")
 
+    GuardedHttpToolsProtocol.report_refusals_to(connection_refusals(metrics))
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,

@@ -64,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
             timeout_keep_alive=int(settings.server.keepalive_timeout_seconds),
             http=GuardedHttpToolsProtocol,  # uvicorn's httptools protocol plus a header deadline and a connection cap
+            ws="none",  # no WebSocket upgrades: they would bypass the edge, the request log and the limits
             proxy_headers=False,
             server_header=False,
         )

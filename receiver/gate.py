@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.admission import Admitted, limit_key
+from receiver.connections import ARRIVED  # loop.time() when the request's headers were complete
 from receiver.endpoints import DELIVERIES, PUSH_EVENT, Deliver, DeliveryTable, check_admin, read_body
 from receiver.errors import (
     AuthRequiredError,
@@ -46,8 +47,6 @@ from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
 from receiver.responses import send_error
 from receiver.settings import Settings
-
-ARRIVED = "receiver.arrived"  # scope key: loop.time() when the headers were complete (receiver.connections)
 
 
 class HeaderLimits:

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import IPvAnyNetwork
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,3 +128,20 @@ class ObserveRequests:
                 "key_id": outcome.key_id,
             },
         )
+
+
+def connection_refusals(metrics: Metrics) -> Callable[[int, str, str], None]:
+    """The log line and metrics of a refusal the connection made before any request reached the app.
+
+    A 408 for headers too slow, a 431 for headers too large, a 503 while the loop is behind
+    (``receiver.connections``): counted and logged as every other answer, without a path.
+    """
+
+    def record(status: int, code: str, client: str) -> None:
+        metrics.count_request(metrics.source_label(None), metrics.event_label(None, None), status, code)
+        log.info(
+            "receiver.request",
+            extra={"request_id": next(_generated_ids), "status": status, "code": code, "client": client},
+        )
+
+    return record

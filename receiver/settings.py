@@ -326,6 +326,9 @@ class ServerSettings(_Frozen):
     max_wait_ms: int = Field(
         default=50, ge=0, description="a delivery that waited longer for the app to see it gets 503 at once; 0: off"
     )
+    max_loop_lag_ms: int = Field(
+        default=1000, ge=0, description="while the event loop runs this late, new connections get 503 and close; 0: off"
+    )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list, description="peers whose X-Forwarded-For is believed"
     )

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.app import create_app
-from receiver.gate import ARRIVED
+from receiver.connections import ARRIVED
 from receiver.settings import build_settings
 from tests.support.server import Receiver, run_receiver
 
