@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +175,41 @@ def test_failure_limit_holds_across_replicas(replicas: Replicas) -> None:
         assert refused.status_code == 429, refused.text
         assert refused.json()["code"] == "rate_limited"
     assert replicas.published("fl") == []
+
+
+def test_a_restarted_redis_does_not_make_replicas_flap(replicas: Replicas) -> None:
+    """Redis restarted empty: each replica serves again within about a second, then never refuses a burst."""
+
+    def burst(replica: Receiver, marker: str, n: int = 8) -> list[int]:
+        bodies = [device_body(f"{marker}-{i}") for i in range(n)]
+        with ThreadPoolExecutor(n) as pool:
+            answers = pool.map(lambda b: push(replica, "wh", b, wh_headers(b, f"msg_{uuid.uuid4().hex}")), bodies)
+            return [a.status_code for a in answers]
+
+    for replica in (replicas.a, replicas.b):  # several connections in each replica's pool
+        assert burst(replica, "warm") == [200] * 8
+    replicas.redis.kill()
+    refused = {}
+    for name, replica in (("a", replicas.a), ("b", replicas.b)):
+        body = device_body(f"refused-{name}")
+        headers = wh_headers(body, f"msg_{uuid.uuid4().hex}")
+        answer = push(replica, "wh", body, headers)
+        assert answer.status_code == 503, answer.text
+        refused[name] = (replica, body, headers)
+    replicas.redis.start()
+    back = time.monotonic()
+    for name, (replica, body, headers) in refused.items():
+        retry = push(replica, "wh", body, headers)
+        while retry.status_code == 503 and time.monotonic() - back < 10:
+            time.sleep(0.05)
+            retry = push(replica, "wh", body, headers)  # the sender's retry of the refused delivery
+        took = time.monotonic() - back
+        assert retry.status_code == 200, retry.text
+        assert took < 1.0, f"replica {name} refused single-use deliveries for {took:.2f} s after Redis came back"
+    for round_ in range(3):
+        for name, replica in (("a", replicas.a), ("b", replicas.b)):
+            statuses = burst(replica, f"after-{round_}")
+            assert statuses == [200] * 8, f"replica {name} flapped after Redis came back: {statuses}"
 
 
 def test_redis_outage_follows_the_policy(replicas: Replicas) -> None:

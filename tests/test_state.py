@@ -354,3 +354,26 @@ def test_rediss_verifies_the_server(tmp_path: Path, key_prefix: str) -> None:
         server.cleanup()
     assert trusted is None
     assert untrusted is not None
+
+
+def test_a_restarted_redis_is_used_at_once(tmp_path: Any, key_prefix: str) -> None:
+    """Redis restarted (empty, same port): the pooled connections are stale, yet the next calls all succeed."""
+    server = RedisServer(workdir=tmp_path).start()
+    state = redis_state(server.url, key_prefix)
+
+    async def scenario(s: State) -> list[bool]:
+        # Several connections in the pool: batches in flight together each take their own.
+        await asyncio.gather(*(s.take(f"warm-{i}", 100, NOW) for i in range(8)))
+        await asyncio.to_thread(server.kill)  # the loop sees the connections close
+        await asyncio.to_thread(server.start)
+        firsts = []
+        for i in range(3):
+            once = await s.reserve(f"src:wh:restart-{i}", ONCE, NOW, BODY, fail_open=False)
+            firsts.append(once.first)
+        return firsts
+
+    try:
+        firsts = run(scenario, state)
+    finally:
+        server.cleanup()
+    assert firsts == [True, True, True]

@@ -33,6 +33,8 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
@@ -57,7 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("receiver.state")
 
 MAX_CONNECTIONS = 512
-RETRY_AFTER_FAILURE = 1.0  # after a failed call, Redis is not asked again for this long
+RETRY_AFTER_FAILURE = 1.0  # the notice channel waits this long before it reconnects
+PROBE_SECONDS = 0.1  # while Redis is down, one PING this often finds it back; calls are refused meanwhile
 LISTEN_SILENCE = 3.0  # seconds without even a PONG before the notice channel reconnects
 POLL_SECONDS = 0.02  # how often a copy looks for the first copy's answer
 _PENDING, _SETTLED = b"P", b"S"
@@ -133,7 +136,9 @@ class RedisState:
         self._local = MemoryState()
         self._blocked: dict[str, float] = {}  # failure key -> until, learnt from notices
         self._views: dict[str, tuple[int, int, float]] = {}  # budget key -> (limit, count, window end) last seen
-        self._down_until = 0.0
+        self._down = False
+        self._closing = False
+        self._probe: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._channel = f"{self._prefix}blocked"
@@ -142,11 +147,16 @@ class RedisState:
             kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
         # A plain pool (cheaper per call than the blocking one): one connection per request
         # in flight at most, and past the cap a call fails as "unavailable" instead of waiting.
+        # A connection that breaks (reset, closed: a Redis restarted or failed over leaves
+        # every pooled connection stale) is reconnected and the batch sent once more, at
+        # once, before the call counts as failed; a timeout is not retried (a hung Redis
+        # would hold the request twice as long). See ``reserve`` for why a retry is safe.
         self._pool = aioredis.ConnectionPool.from_url(
             settings.url or "redis://127.0.0.1:6379/0",
             max_connections=MAX_CONNECTIONS,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             username=settings.username,
             password=password,
             **kwargs,
@@ -162,10 +172,14 @@ class RedisState:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        # redis-py's timed reads can swallow a cancellation (seen after a Redis restart):
+        # ``_closing`` also ends the listener's loop, and the wait is bounded either way.
+        self._closing = True
+        left = [task for task in (*self._tasks, self._probe, self._listener) if task is not None]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2.0)
         await self._redis.aclose()
         await self._pool.disconnect()
 
@@ -181,8 +195,7 @@ class RedisState:
 
         No asyncio.timeout here: the client bounds connect and every read by the timeout.
         """
-        now = time.monotonic()
-        if not fresh and now < self._down_until:
+        if self._down and not fresh:
             msg = "the shared state store is unavailable; retry in a few seconds"
             raise StateUnavailableError(msg)
         try:
@@ -190,15 +203,35 @@ class RedisState:
         except NoScriptError:
             raise  # Redis answered: its script cache is empty (a restart), see ``script``
         except _FAILURES as exc:
-            if self._down_until < now:
-                log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
-            self._down_until = now + RETRY_AFTER_FAILURE
+            self._went_down(exc)
             msg = "the shared state store did not answer in time; retry in a few seconds"
             raise StateUnavailableError(msg) from exc
-        if self._down_until:
-            self._down_until = 0.0
-            log.info("receiver.state_available", extra={"where": self.where})
+        self._came_back()
         return result
+
+    def _went_down(self, exc: BaseException) -> None:
+        """Refuse calls at once from now on, and PING in the background until Redis answers again.
+
+        One probe at a time, so a hung Redis holds one PING for the timeout, never the
+        requests; a Redis back after a restart is used again within ``PROBE_SECONDS``.
+        """
+        if not self._down:
+            log.warning("receiver.state_unavailable", extra={"where": self.where, "error": type(exc).__name__})
+            self._down = True
+        if not self._closing and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.get_running_loop().create_task(self._find_back(), name="state-probe")
+
+    def _came_back(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("receiver.state_available", extra={"where": self.where})
+
+    async def _find_back(self) -> None:
+        while self._down and not self._closing:
+            await asyncio.sleep(PROBE_SECONDS)
+            with contextlib.suppress(*_FAILURES):
+                await self._pipeline.send(("PING",), {})
+                self._came_back()
 
     async def script(self, text: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, and EVAL once when Redis lost its script cache (a restart)."""
@@ -233,7 +266,9 @@ class RedisState:
                 raise
             self._on_fallback("single_use")
             return await self._local.reserve(key, single_use, now, body, fail_open=True)
-        if existing is None:
+        # ``existing == held``: the batch was sent again after a broken connection, and the
+        # first send had set the key before the answer was lost (``held`` is unique).
+        if existing is None or existing == held:
             return RedisOnce(self, name, held, until, first=True)
         if existing[1 : 1 + _FINGERPRINT] != fingerprint:
             raise ReplayedRequestError(single_use.refusal)
@@ -322,12 +357,12 @@ class RedisState:
         found by a PING each idle second: no answer within ``LISTEN_SILENCE``, reconnect.
         """
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
                 heard = loop.time()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         heard = loop.time()
