@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import socket
@@ -144,3 +145,81 @@ def test_response_head_and_body_go_out_in_one_write() -> None:
     assert answer == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
     assert lone == [b"--next turn--", b"HTTP/1.1 100 Continue\r\n\r\n"]
     assert closing == [b"HTTP/1.1 408 Request Timeout\r\n\r\n"], "close sends what was held first"
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    msg = f"no VmRSS for process {pid}"
+    raise AssertionError(msg)
+
+
+def test_endless_headers_get_431_before_they_complete(tmp_path: Path) -> None:
+    """Three clients streaming a header in 64 KiB chunks: 431 at once, memory and /healthz flat (was: buffered)."""
+    with run_receiver(write_config(tmp_path)) as receiver:
+        before = rss_mib(receiver.process.pid)
+        streams = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(3)]
+        chunk = b"a" * 65536
+        sent = dict.fromkeys(range(3), 0)
+        started = time.monotonic()
+        slowest_probe = 0.0
+        while time.monotonic() - started < 3 and any(sent[i] >= 0 for i in sent):
+            for i, conn in enumerate(streams):
+                if sent[i] < 0:
+                    continue
+                try:
+                    conn.sendall(b"POST /v1/push/trk HTTP/1.1\r\nHost: x\r\nX-Endless: " if sent[i] == 0 else chunk)
+                    sent[i] += 1
+                except OSError:  # the receiver closed it
+                    sent[i] = -1
+            probe_started = time.monotonic()
+            assert httpx.get(f"{receiver.url}/healthz", timeout=5).status_code == 200
+            slowest_probe = max(slowest_probe, time.monotonic() - probe_started)
+        after = rss_mib(receiver.process.pid)
+        answers = []
+        for conn in streams:
+            with contextlib.suppress(OSError):
+                answers.append(read_until_closed(conn, 5)[0])
+        assert valid(receiver.url) == 200
+        log = receiver.output()
+    assert all(sent[i] == -1 for i in sent), f"a stream of header bytes was never cut off: {sent}"
+    assert time.monotonic() - started < 10
+    assert after - before < 20, f"RSS grew from {before:.0f} to {after:.0f} MiB while headers streamed"
+    assert slowest_probe < 0.5, f"/healthz took {slowest_probe:.2f} s while headers streamed"
+    heads = [answer.partition(b"\r\n\r\n") for answer in answers if answer]
+    assert heads, "no client read the 431 before the connection closed"
+    for head, _, body in heads:
+        assert head.startswith(b"HTTP/1.1 431"), head
+        assert json.loads(body)["code"] == "headers_too_large"
+    assert '"code": "headers_too_large"' in log or '"code":"headers_too_large"' in log, "the 431 was not logged"
+
+
+def test_a_header_timeout_is_logged_and_counted(tmp_path: Path) -> None:
+    """The 408 for headers too slow goes through the request log and the metrics like every answer (was: neither)."""
+    with run_receiver(write_config(tmp_path, header_timeout_seconds=1)) as receiver:
+        conn = socket.create_connection(("127.0.0.1", receiver.port))
+        conn.sendall(b"POST /v1/push/trk HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        answer, _ = read_until_closed(conn, 5)
+        metrics = httpx.get(f"{receiver.url}/metrics").text
+        log = receiver.output()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert 'code="request_timeout"' in metrics, "the 408 is missing from receiver_requests_total"
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and "request_timeout" in line]
+    assert any(line.get("status") == 408 for line in lines), "the 408 has no log line"
+
+
+def test_websocket_upgrades_are_not_served(tmp_path: Path) -> None:
+    """An Upgrade: websocket request never gets 101: WebSockets would bypass the edge (was: uvicorn's auto)."""
+    with run_receiver(write_config(tmp_path)) as receiver:
+        conn = socket.create_connection(("127.0.0.1", receiver.port))
+        conn.sendall(
+            b"GET /v1/push/trk HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        conn.settimeout(5)
+        answer = conn.recv(65536)
+        conn.close()
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    assert not answer.startswith(b"HTTP/1.1 101"), answer
