@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Collection, Mapping
+from urllib.parse import parse_qsl
 
 from receiver.auth import Principal
 from receiver.errors import InvalidPayloadError, UnsupportedMediaTypeError
@@ -29,19 +30,37 @@ def media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
+# Python codecs that are not character sets: transforms of text or bytes, and its own escapes.
+_NOT_CHARSETS = frozenset({"undefined", "punycode", "idna", "unicode-escape", "raw-unicode-escape"})
+
+
 def charset_of(content_type: str) -> str:
-    """The ``charset`` parameter (default utf-8), refused when Python does not know it."""
+    """The ``charset`` parameter (default utf-8), refused unless it is a text encoding Python knows.
+
+    ``codecs.lookup`` also finds transforms (``rot13``, ``base64``, ``zlib``) and
+    Python's own codecs (``undefined``, ``punycode``): none of them is a charset.
+    """
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').lower()
             try:
-                codecs.lookup(charset)
-            except LookupError as exc:
-                msg = f"charset {charset[:40]!r} is not supported; send utf-8"
-                raise UnsupportedMediaTypeError(msg) from exc
+                info = codecs.lookup(charset)
+            except LookupError:
+                info = None
+            if info is None or not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+                msg = f"charset {charset[:40]!r} is not a supported text encoding; send utf-8"
+                raise UnsupportedMediaTypeError(msg)
             return charset
     return "utf-8"
+
+
+def query_params(query_string: bytes) -> dict[str, str]:
+    """The query string's parameters; a repeated name keeps its first value, as in forms and headers."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        params.setdefault(name, value)
+    return params
 
 
 def public_headers(headers: Mapping[bytes, bytes], credential_headers: Collection[str]) -> dict[str, str]:
@@ -103,10 +122,15 @@ def inbound_of(
 
 
 def read(
-    vendor: Vendor, delivery: Delivery, credential_headers: Collection[str], principal: Principal | None = None
+    vendor: Vendor,
+    delivery: Delivery,
+    credential_headers: Collection[str],
+    principal: Principal | None = None,
+    *,
+    max_items: int = 1000,
 ) -> Parsed:
     """The delivery's messages, or the ``RequestError`` that says what to fix."""
     vendor.model_for(delivery.event)  # an unknown callback is a 404 before the body is judged
     inbound = inbound_of(vendor, delivery, credential_headers, principal)
     guard(delivery.body)
-    return vendor.parse(delivery.event, inbound)
+    return vendor.parse(delivery.event, inbound, max_items)

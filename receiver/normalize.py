@@ -40,12 +40,26 @@ def rfc3339(seconds: float) -> str:
     return f"{prefix}.{micros // 1000:03d}Z"
 
 
-def event_id(delivery: Delivery, index: int | None = None, identity: str = "") -> str:
-    """The same delivery (source, callback, the vendor's identity, body, batch index) always gives the same id."""
+# The digest of the last body, so a batch hashes its body once and each item copies it.
+_last_body: list[tuple[bytes, tuple[str, str, str], Any]] = []
+
+
+def _body_digest(delivery: Delivery, identity: str) -> Any:
+    """SHA-256 over source, callback, identity and body: computed once per body, copied per item."""
+    key = (delivery.source_id, delivery.event, identity)
+    if _last_body and _last_body[0][0] is delivery.body and _last_body[0][1] == key:
+        return _last_body[0][2].copy()
     digest = hashlib.sha256(f"{delivery.source_id}\n{delivery.event}\n".encode())
     if identity:
         digest.update(f"@{identity}\n".encode())
     digest.update(delivery.body)
+    _last_body[:] = [(delivery.body, key, digest)]
+    return digest.copy()
+
+
+def event_id(delivery: Delivery, index: int | None = None, identity: str = "") -> str:
+    """The same delivery (source, callback, the vendor's identity, body, batch index) always gives the same id."""
+    digest = _body_digest(delivery, identity)
     if index is not None:
         digest.update(f"\n#{index}".encode())
     raw = bytearray(digest.digest()[:16])

@@ -145,7 +145,13 @@ class Pipeline:
         context.budget = await self._admission.charge(source, delivery.received_at)  # only a proven sender spends it
         source.auth.authorize(principal)
         try:
-            parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
+            parsed = intake.read(
+                source.vendor,
+                delivery,
+                source.auth.credential_headers,
+                principal,
+                max_items=source.settings.max_batch_items,
+            )
             plan = self._plan(source, delivery, principal, parsed, track=publish)
         except ContentError as refused:
             return await self._dead_letter(source, delivery, principal, refused, publish=publish)
@@ -163,7 +169,13 @@ class Pipeline:
         source = self._source(delivery.source_id)
         sender = principal or Principal(method="", name="")
         source.auth.authorize(sender)
-        parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
+        parsed = intake.read(
+            source.vendor,
+            delivery,
+            source.auth.credential_headers,
+            principal,
+            max_items=source.settings.max_batch_items,
+        )
         plan = self._plan(source, delivery, sender, parsed)
         await self._publish_fresh(source, plan, delivery.received_at)
         return plan.accepted(None)

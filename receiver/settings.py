@@ -67,6 +67,9 @@ class SourceSettings(_Frozen):
         default=False, description="a device message must name a group the token carries"
     )
     include_raw: bool = Field(default=True, description="keep the vendor body in the event beside the reading")
+    max_batch_items: int = Field(
+        default=1000, ge=1, le=100_000, description="items in one batch body; more get 413 before any is validated"
+    )
     on_invalid: Literal["refuse", "accept"] = Field(
         default="refuse", description="refuse: 422; accept: 202, and the payload only goes to the dead-letter topic"
     )

@@ -21,6 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
+from receiver.intake import query_params
 from receiver.settings import build_settings
 from tests.conftest import DOMAIN, KeyPair, claims, message_body
 from tests.support.publisher import MemoryPublisher
@@ -110,6 +111,11 @@ HOSTILE = [
     ("nan", "/v1/push/trk", bearer(), b'{"deviceId": "d", "group": "g", "temperature": NaN}', 422, "invalid_payload"),
     ("infinity", "/v1/push/trk", bearer(), b'{"deviceId": "d", "group": "g", "battery": -Infinity}', 422,
      "invalid_payload"),
+    ("exponent-past-float", "/v1/push/trk", bearer(), b'{"deviceId": "d", "group": "g", "battery": 1e999}', 422,
+     "invalid_payload"),
+    ("lone-surrogate", "/v1/push/trk", bearer(), b'{"deviceId": "\\ud800", "group": "g"}', 422, "invalid_payload"),
+    ("batch-past-max-items", "/v1/push/trk", bearer(), [{"deviceId": "d", "group": "g"}] * 1001, 413,
+     "payload_too_large"),
     ("duplicate-key", "/v1/push/trk", bearer(), b'{"deviceId": "d", "group": "g", "deviceId": "victim"}', 422,
      "invalid_payload"),
     ("sigfox-time-1e20", "/v1/push/sfx/uplink", bearer(), {"device": "1A2B3C", "time": 10**20, "data": "00"}, 422,
@@ -123,7 +129,16 @@ HOSTILE = [
     ("many-headers", "/v1/push/trk", {**bearer(), **{f"X-H{i}": "1" for i in range(120)}},
      {"deviceId": "d", "group": "g"}, 431, "headers_too_large"),
 ]  # fmt: skip
-DEAD_LETTERED = {"nan", "infinity", "duplicate-key", "sigfox-time-1e20", "tracker-time-1e20", "tracker-time-negative"}
+DEAD_LETTERED = {
+    "nan",
+    "infinity",
+    "exponent-past-float",
+    "lone-surrogate",
+    "duplicate-key",
+    "sigfox-time-1e20",
+    "tracker-time-1e20",
+    "tracker-time-negative",
+}
 
 
 @pytest.mark.parametrize(("name", "path", "headers", "body", "status", "code"), HOSTILE, ids=[c[0] for c in HOSTILE])
@@ -305,3 +320,21 @@ def test_two_sims_sending_the_same_body_are_two_events(world: World) -> None:
     ]
     assert ids[0] != ids[1]
     assert len(world.published.records) == 2
+
+
+@pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "undefined", "punycode", "hex", "no-such-charset"])
+def test_a_charset_that_is_not_a_text_encoding_gets_415(
+    world: World, caplog: pytest.LogCaptureFixture, charset: str
+) -> None:
+    """A ``charset`` naming a codec that is no text encoding gets 415 without a traceback (was: 500, tracebacks)."""
+    headers = {"Content-Type": f"application/json; charset={charset}", **bearer()}
+    with caplog.at_level(logging.INFO):
+        answer = world.client.post("/v1/push/trk", content=b'{"deviceId": "d", "group": "g"}', headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["code"] == "unsupported_media_type"
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_repeated_query_keys_keep_the_first_value() -> None:
+    """A repeated query parameter keeps its first value, as forms and headers do (was: the last)."""
+    assert query_params(b"device=GOOD&device=BAD&x=") == {"device": "GOOD", "x": ""}

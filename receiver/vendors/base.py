@@ -25,6 +25,8 @@ does differently:
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +34,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from receiver.errors import InvalidPayloadError, UnknownEventError
+from receiver.errors import InvalidPayloadError, PayloadTooLargeError, UnknownEventError
 
 FieldErrors = list[dict[str, Any]]
 
@@ -126,7 +128,7 @@ class Vendor(Protocol):
 
     def model_for(self, event: str) -> type[BaseModel]: ...
 
-    def parse(self, event: str, inbound: Inbound) -> Parsed: ...
+    def parse(self, event: str, inbound: Inbound, max_items: int = ...) -> Parsed: ...
 
     def identity(self, event: str, inbound: Inbound) -> str: ...
 
@@ -172,13 +174,20 @@ class JsonVendor:
             raise UnknownEventError(msg)
         return model
 
-    def parse(self, event: str, inbound: Inbound) -> Parsed:
-        """Every message of the body validated and checked, or one 422 naming each bad field."""
+    def parse(self, event: str, inbound: Inbound, max_items: int = 1000) -> Parsed:
+        """Every message of the body validated and checked, or one 422 naming each bad field.
+
+        A batch of more than ``max_items`` is refused with 413 before any item is validated:
+        what a request costs grows with its items, so the count has a price.
+        """
         model = self.model_for(event)
         decoded = self.decode(event, inbound)
         if decoded.batch and not decoded.items:
             msg = "a batch must be a non-empty JSON array"
             raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "empty", "msg": msg}])
+        if len(decoded.items) > max_items:
+            msg = f"the batch has {len(decoded.items)} items, more than this source takes ({max_items}); split it"
+            raise PayloadTooLargeError(msg)
         messages: list[BaseModel] = []
         errors: FieldErrors = []
         for index, item in enumerate(decoded.items):
@@ -259,11 +268,11 @@ def read_json(inbound: Inbound) -> Any:
     """
     try:
         text = inbound.body.decode(inbound.charset)
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # UnicodeDecodeError, and what some codecs raise instead
         msg = f"the body is not valid {inbound.charset}"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except _DuplicateKeyError as exc:
         msg = f"the body repeats the key {exc.key[:40]!r} in one object; send each key once"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "duplicate_key", "msg": msg}]) from exc
@@ -271,11 +280,28 @@ def read_json(inbound: Inbound) -> Any:
         msg = "the body is not valid JSON"
         error = {"loc": "(body)", "type": "json_invalid", "msg": msg}
         if isinstance(exc, _ConstantError):
-            msg += " (NaN and Infinity are not JSON numbers)"
+            msg += " (NaN, Infinity and numbers past a float's range are not taken)"
         raise InvalidPayloadError(msg, [error]) from exc
     except RecursionError as exc:  # guarded by the nesting limit before parsing; never a 5xx if not
         msg = "the body nests too deeply"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "too_deep", "msg": msg}]) from exc
+    if _SURROGATE_ESCAPE.search(text) and not _is_utf8_text(value):
+        msg = "the body holds a lone surrogate (a \\ud800-\\udfff escape without its pair); send valid Unicode"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "lone_surrogate", "msg": msg}])
+    return value
+
+
+# A \\uD800-\\uDFFF escape: a pair decodes to one character, a lone one to what UTF-8 cannot hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_utf8_text(value: Any) -> bool:
+    """Can every string in the value be written as UTF-8 (no lone surrogate)?"""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _ConstantError(ValueError):
@@ -304,8 +330,17 @@ def _no_constant(name: str) -> Any:
     raise _ConstantError(msg)
 
 
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent; one past a float's range (``1e999``) is refused, not infinity."""
+    number = float(text)
+    if math.isinf(number):
+        msg = f"{text[:40]} is past the range of a number"
+        raise _ConstantError(msg)
+    return number
+
+
 # One decoder for every request (json.loads with options builds a new one per call).
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
 
 
 def _refusal(event: str, errors: FieldErrors, batch_size: int | None) -> InvalidPayloadError:

@@ -228,7 +228,7 @@ class Sigfox(JsonVendor):
             pairs = parse_qsl(
                 text, keep_blank_values=True, encoding=inbound.charset, errors="strict", max_num_fields=_MAX_FIELDS
             )
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:  # UnicodeDecodeError, and what some codecs raise instead
             msg = f"the body is not valid {inbound.charset}"
             raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
         except ValueError as exc:
