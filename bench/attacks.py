@@ -5,8 +5,8 @@ limits: ``max_in_flight`` 256, ``failure_limit_per_minute`` 60, body deadline 15
 with three sources: ``iot`` (iotcomms, RS256 JWT), ``beam`` (Soracom, Beam signature)
 and ``trk`` (tracker, static bearer token). While the attack runs, watcher threads
 probe ``/healthz`` every 50 ms, sample the receiver's RSS every 50 ms and send one
-valid iotcomms delivery a second (a Beam one for the co-tenant flood), each on a new
-connection. Every scenario ends by itself.
+valid iotcomms delivery a second from 127.0.0.2 (a Beam one from the attacker's own
+127.0.0.1 for the co-tenant flood), each on a new connection. Every scenario ends by itself.
 
 * ``slow-bodies``: 300 connections (more than ``max_in_flight``) send a POST with
   ``Content-Length: 100`` and one byte, half to ``/v1/callbacks/nosuchsource/x``, half
@@ -236,7 +236,15 @@ def run_scenario(name: str, attack: Attack, config: Path, token: str, seconds: f
             if beam
             else (lambda: world.valid_iotcomms(next(counter)))
         )
-        watch = Watch(receiver.port, receiver.process.pid, deliver=victim, deliver_after=None if beam else 1.0)
+        # The co-tenant shares the victim's address; every other attacker has an address of its own.
+        sender = "127.0.0.1" if beam else "127.0.0.2"
+        watch = Watch(
+            receiver.port,
+            receiver.process.pid,
+            deliver=victim,
+            deliver_after=None if beam else 1.0,
+            deliver_from=sender,
+        )
         with watch:
             time.sleep(0.3)
             note = uvloop.run(attack(world))

@@ -82,11 +82,16 @@ async def exchange(port: int, data: bytes, timeout: float) -> tuple[Answer | Non
     return answer, time.perf_counter() - started, ""
 
 
-def blocking_exchange(port: int, data: bytes, timeout: float) -> tuple[Answer | None, float, str]:
-    """The same from a thread, with a plain socket: a watcher thread never waits on the probe's event loop."""
+def blocking_exchange(
+    port: int, data: bytes, timeout: float, source: str = "127.0.0.1"
+) -> tuple[Answer | None, float, str]:
+    """The same from a thread, with a plain socket, from ``source`` (any 127.0.0.0/8 address).
+
+    A watcher thread never waits on the probe's event loop.
+    """
     started = time.perf_counter()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as sock:
             sock.sendall(data)
             buffer = b""
             while b"\r\n\r\n" not in buffer:

@@ -44,6 +44,7 @@ class Watch:
     deliver_every: float = 1.0
     deliver_after: float | None = 1.0  # None: once begin_deliveries() is called
     deliver_timeout: float = 30.0
+    deliver_from: str = "127.0.0.1"  # the valid sender's address: another one than the attacker's, or the same
     healthz: list[float] = field(default_factory=list)  # seconds per answered probe
     healthz_failed: int = 0  # no 200 within healthz_timeout
     rss: list[float] = field(default_factory=list)
@@ -99,7 +100,9 @@ class Watch:
         if self.deliver is None:
             return
         while True:
-            answer, seconds, error = blocking_exchange(self.port, self.deliver(), self.deliver_timeout)
+            answer, seconds, error = blocking_exchange(
+                self.port, self.deliver(), self.deliver_timeout, self.deliver_from
+            )
             self.deliveries.append(Delivery(answer.status if answer else 0, code_of(answer) or error, seconds))
             if self._stop.wait(max(0.0, self.deliver_every - seconds)):
                 return
