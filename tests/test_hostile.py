@@ -182,7 +182,7 @@ def test_rotating_the_first_forwarded_line_does_not_escape_the_failure_limit(wor
     for n in range(6):
         headers = [("X-Forwarded-For", f"203.0.113.{uuid.uuid4().int % 250}"), ("X-Forwarded-For", SENDER)]
         if n >= 4:  # an RS256 token never seen: the expensive check a blocked address is refused
-            headers.append(("Authorization", f"Bearer {world.key.token(claims(jti=str(n)))}"))
+            headers.append(("Authorization", f"Bearer {world.key.token(claims(jti=str(uuid.uuid4())))}"))
         answer = world.client.post("/v1/callbacks/iot/message", json=message_body(), headers=headers)
         codes.append(answer.json()["code"])
     assert codes == ["auth_required"] * 4 + ["rate_limited"] * 2
@@ -201,7 +201,7 @@ def test_ipv6_failures_count_per_64(world: World) -> None:
     for n in range(1, 7):
         headers = {"X-Forwarded-For": f"2001:db8:1:2::{n:x}"}
         if n > 4:  # an RS256 token never seen: the expensive check a blocked address is refused
-            headers["Authorization"] = f"Bearer {world.key.token(claims(jti=str(n)))}"
+            headers["Authorization"] = f"Bearer {world.key.token(claims(jti=str(uuid.uuid4())))}"
         codes.append(
             world.client.post("/v1/callbacks/iot/message", json=message_body(), headers=headers).json()["code"]
         )
