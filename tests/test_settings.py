@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from receiver.auth.material import Secret
 from receiver.errors import ConfigError
-from receiver.settings import build_settings, load_settings
+from receiver.settings import StateSettings, build_settings, load_settings
 
 README_EXAMPLE = """
 kafka:
@@ -112,3 +113,18 @@ def test_secret_files_others_can_read_are_named_in_a_warning(
     exposed = [r for r in caplog.records if r.getMessage() == "receiver.secret_file_exposed"]
     assert bool(exposed) is warned
     assert all("s3cret" not in str(vars(r)) for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0?password=hunter2",
+        "rediss://127.0.0.1:6379/0?ssl_cert_reqs=required&username=u&password=p",
+        "redis://127.0.0.1:6379/0?auth_token=abc",
+    ],
+)
+def test_a_credential_in_the_state_url_is_refused(url: str) -> None:
+    """A password in state.url (its host part or its query) is refused at load: the url is logged (was: taken)."""
+    with pytest.raises(ValidationError, match="must not carry credentials"):
+        StateSettings(url=url)

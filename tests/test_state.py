@@ -17,11 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from receiver.auth import SingleUse
-from receiver.errors import InvalidPayloadError, ReplayedRequestError, StateUnavailableError, UnavailableError
+from receiver.errors import (
+    ConfigError,
+    InvalidPayloadError,
+    ReplayedRequestError,
+    StateUnavailableError,
+    UnavailableError,
+)
 from receiver.events import Accepted
 from receiver.settings import StateSettings
 from receiver.state import MemoryState, State, build_state
-from receiver.state.redis import LISTEN_SILENCE, RedisState, decode_answer, encode_answer
+from receiver.state.redis import LISTEN_SILENCE, RedisState, check_version, decode_answer, encode_answer
 from receiver.vendors.base import Answer
 from tests.support.proxy import TcpProxy
 from tests.support.redis_server import RedisServer
@@ -230,6 +236,7 @@ def test_redis_down_policy(tmp_path: Any, key_prefix: str) -> None:
     assert result["blocked"] is not None, "failure counts fall back to this process's memory"
     assert result["problem"] is not None
     assert "redis" in result["problem"]
+    assert "127.0.0.1" not in result["problem"], "/readyz shows the problem to anyone: no address in it"
     assert result["back"], "once Redis is back, single-use ids are held there again"
     assert set(fallbacks) >= {"single_use", "budget", "dedup", "failure_limit"}
 
@@ -377,3 +384,37 @@ def test_a_restarted_redis_is_used_at_once(tmp_path: Any, key_prefix: str) -> No
     finally:
         server.cleanup()
     assert firsts == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("info", "taken"),
+    [
+        pytest.param({"redis_version": "7.0.15"}, True, id="redis-7.0"),
+        pytest.param({"redis_version": "7.2.4", "valkey_version": "8.0.1"}, True, id="valkey-8"),
+        pytest.param({"redis_version": "6.2.14"}, False, id="redis-6.2"),
+        pytest.param({"redis_version": "5.0.7"}, False, id="redis-5"),
+        pytest.param({}, False, id="no-version"),
+        pytest.param({"redis_version": "x.y"}, False, id="garbage"),
+    ],
+)
+def test_redis_older_than_7_is_refused_at_start(info: dict[str, Any], taken: bool) -> None:
+    """SET NX GET needs Redis 7.0: an older server is refused with a clear error (was: 503 on every delivery)."""
+    if taken:
+        check_version(info)
+        return
+    with pytest.raises(ConfigError, match=r"Redis 7\.0\+"):
+        check_version(info)
+
+
+def test_the_running_redis_passes_the_version_check(tmp_path: Any, key_prefix: str) -> None:
+    """The Redis the tests run (Debian's 7.0) starts the state; its version was read at start."""
+    server = RedisServer(workdir=tmp_path).start()
+    state = redis_state(server.url, key_prefix)
+
+    async def scenario(s: RedisState) -> Any:
+        return await s.check()
+
+    try:
+        assert run(scenario, state) is None
+    finally:
+        server.cleanup()

@@ -39,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from receiver.errors import (
+    ConfigError,
     ContentError,
     KafkaUnavailableError,
     ReplayedRequestError,
@@ -116,6 +117,25 @@ class RedisOnce:
         self._state.background(self._state.script(_SETTLE, [self._key], [self._held, b"", 0]))
 
 
+MIN_VERSION = (7, 0)  # SET NX GET, which reserves a single-use id in one step; Valkey 7.2+ reports 7.2
+
+
+def check_version(info: dict[str, Any]) -> None:
+    """Refuse a Redis older than 7.0 (``INFO server``): every single-use delivery would fail on it."""
+    text = str(info.get("redis_version", ""))
+    try:
+        found = tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        found = ()
+    if len(found) < 2 or found < MIN_VERSION:
+        server = "valkey" if "valkey_version" in info else "redis"
+        msg = (
+            f"state.url: {server} {text or '(no version)'} is too old; the shared state needs Redis 7.0+"
+            " or Valkey 7.2+ (SET with NX and GET)"
+        )
+        raise ConfigError([msg])
+
+
 class RedisState:
     """``base.State`` in Redis, with this process's memory as the fallback where the policy allows one."""
 
@@ -167,6 +187,13 @@ class RedisState:
         self.where = settings.url or ""
 
     async def start(self) -> None:
+        """Check the server's version (when it answers now), then listen for block notices."""
+        try:
+            info = await asyncio.wait_for(self._redis.info("server"), self._timeout * 4)
+        except (*_FAILURES, TimeoutError):
+            log.warning("receiver.state_unavailable", extra={"where": self.where, "error": "no answer at start"})
+        else:
+            check_version(info)
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="state-blocked-notices")
 
     async def close(self) -> None:
@@ -187,7 +214,7 @@ class RedisState:
         try:
             await self.command("PING", fresh=True)
         except StateUnavailableError:
-            return f"redis at {self.where} does not answer"
+            return "redis does not answer"  # no address: /readyz is open to anyone
         return None
 
     async def command(self, *args: Any, fresh: bool = False, **options: Any) -> Any:
