@@ -23,6 +23,7 @@ from receiver.auth import Credentials, Principal
 from receiver.deadletter import deadletter_record, deadletter_topic
 from receiver.errors import (
     AuthError,
+    BatchTooLargeError,
     ContentError,
     InvalidPayloadError,
     KafkaUnavailableError,
@@ -32,7 +33,7 @@ from receiver.errors import (
 from receiver.events import Accepted, CloudEvent, Delivery, Record
 from receiver.limits import Budget
 from receiver.metrics import Metrics
-from receiver.normalize import normalize
+from receiver.normalize import EventIds, normalize
 from receiver.publish import Publisher
 from receiver.publish.instrumented import InstrumentedPublisher
 from receiver.routing import Facts, destination, route
@@ -91,8 +92,10 @@ class Pipeline:
         routes: Sequence[RouteRule] = (),
         content_mode: ContentMode = "structured",
         on_sequence: Callable[[str, str], None] = lambda _source, _status: None,
+        max_records: int | None = None,
     ) -> None:
         self._sources = sources
+        self._max_records = max_records  # kafka.max_pending_records: a plan with more can never be published
         self._publisher = publisher
         self._prefix = topic_prefix
         self._admission = admission
@@ -205,6 +208,7 @@ class Pipeline:
         source.auth.authorize_groups(principal, (vendor.group(m) for m in parsed.messages))
         events: list[CloudEvent] = []
         records: list[Record] = []
+        ids = EventIds(delivery, parsed.identity)  # the body hashed once, not once per item
         for index, message in enumerate(parsed.messages):
             try:
                 event = normalize(
@@ -213,7 +217,7 @@ class Pipeline:
                     message,
                     include_raw=source.settings.include_raw,
                     index=index if parsed.batch else None,
-                    identity=parsed.identity,
+                    ids=ids,
                     extensions=self._sequence_marks(source, vendor.reading(message)) if track else None,
                 )
             except (ValueError, OverflowError, OSError) as exc:  # a value the models let through but time cannot hold
@@ -223,6 +227,12 @@ class Pipeline:
             where = destination(facts, self._routes, self._prefix, source.settings.topic)
             events.append(event)
             records.extend(route(event, where, self._content_mode))
+        if self._max_records is not None and len(records) > self._max_records:
+            msg = (
+                f"the batch makes {len(records)} records, more than the {self._max_records} this receiver "
+                "holds for Kafka at once; send smaller batches"
+            )
+            raise BatchTooLargeError(msg)
         return Plan(events, records, self._answer(source, delivery.event, parsed.messages), parsed.batch)
 
     @staticmethod
@@ -312,4 +322,5 @@ def build_pipeline(  # noqa: PLR0913 - the parts, plus where its state lives
         routes=settings.routes,
         content_mode=settings.kafka.content_mode,
         on_sequence=metrics.count_sequence,
+        max_records=settings.kafka.max_pending_records,
     )
