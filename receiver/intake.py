@@ -28,17 +28,26 @@ def media_type(content_type: str) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
+_PROBE = '{"a": [1]}'
+
+
 def charset_of(content_type: str) -> str:
-    """The ``charset`` parameter (default utf-8), refused when Python does not know it."""
+    """The ``charset`` parameter (default utf-8), refused unless it is a text encoding Python knows."""
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').lower()
             try:
-                codecs.lookup(charset)
-            except LookupError as exc:
+                # CodecInfo marks the bytes <-> str codecs so (rot13, base64, zlib are not); the
+                # round trip refuses what cannot even carry ASCII JSON ("undefined").
+                is_text = codecs.lookup(charset)._is_text_encoding  # noqa: SLF001
+                is_text = is_text and _PROBE.encode(charset).decode(charset) == _PROBE
+            except (LookupError, UnicodeError) as exc:
                 msg = f"charset {charset[:40]!r} is not supported; send utf-8"
                 raise UnsupportedMediaTypeError(msg) from exc
+            if not is_text:
+                msg = f"charset {charset[:40]!r} is not a text encoding; send utf-8"
+                raise UnsupportedMediaTypeError(msg)
             return charset
     return "utf-8"
 

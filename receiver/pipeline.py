@@ -27,10 +27,11 @@ from receiver.errors import (
     ContentError,
     InvalidPayloadError,
     KafkaUnavailableError,
+    RecordTooLargeError,
     RequestError,
     UnknownSourceError,
 )
-from receiver.events import Accepted, CloudEvent, Delivery, Record
+from receiver.events import MAX_RECORD_BYTES, Accepted, CloudEvent, Delivery, Record
 from receiver.limits import Budget
 from receiver.metrics import Metrics
 from receiver.normalize import EventIds, normalize
@@ -233,6 +234,12 @@ class Pipeline:
                 "holds for Kafka at once; send smaller batches"
             )
             raise BatchTooLargeError(msg)
+        if (largest := max((r.size() for r in records), default=0)) > MAX_RECORD_BYTES:
+            msg = (
+                f"an event of this delivery makes a {largest}-byte Kafka record, over the producer's "
+                f"{MAX_RECORD_BYTES}; send smaller messages"
+            )
+            raise RecordTooLargeError(msg)
         return Plan(events, records, self._answer(source, delivery.event, parsed.messages), parsed.batch)
 
     @staticmethod

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from receiver.app import create_app
-from receiver.events import Delivery
+from receiver.events import MAX_RECORD_BYTES, Delivery
 from receiver.normalize import EventIds, event_id
 from receiver.settings import build_settings
 from tests.support.publisher import MemoryPublisher
@@ -23,6 +23,7 @@ from tests.support.server import run_receiver
 TOKEN = "batches-suite-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 SHA = hashlib.sha256(TOKEN.encode()).hexdigest()
+PUBLISHER = MemoryPublisher()
 
 
 def test_event_ids_are_those_of_before() -> None:
@@ -49,7 +50,7 @@ def client() -> Iterator[TestClient]:
         },
         environ=False,
     )
-    with TestClient(create_app(config, publisher=MemoryPublisher())) as test_client:
+    with TestClient(create_app(config, publisher=PUBLISHER)) as test_client:
         yield test_client
 
 
@@ -73,6 +74,18 @@ def test_batch_that_can_never_fit_the_pending_cap_is_413(client: TestClient) -> 
     assert answer.json()["code"] == "batch_too_large"
     fits = client.post("/v1/push/trk", content=body[: body.rindex(b", {")] + b"]", headers=AUTH)
     assert fits.status_code == 200, fits.text
+
+
+def test_record_too_large_for_the_producer_is_413_and_dead_lettered_truncated(client: TestClient) -> None:
+    """A near-limit body is 413 record_too_large (was: 503 "may be written"); its dead letter fits the producer."""
+    body = json.dumps({"deviceId": "d", "group": "g", "pad": "é" * 523_800}, ensure_ascii=False).encode()
+    assert len(body) <= 1_048_576
+    answer = client.post("/v1/push/trk", content=body, headers=AUTH)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["code"] == "record_too_large"
+    letter = PUBLISHER.on("iot.deadletter")[-1]
+    assert letter.size() <= MAX_RECORD_BYTES
+    assert json.loads(letter.value)["body_truncated"] == len(body)
 
 
 @pytest.mark.parametrize(
