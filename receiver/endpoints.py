@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_core import to_json as json_bytes
@@ -30,6 +29,7 @@ from receiver.errors import (
     RequestTimeoutError,
 )
 from receiver.events import Accepted, Delivery, Outcome
+from receiver.intake import query_fields
 from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
 from receiver.publish import Publisher
@@ -131,7 +131,7 @@ class Deliver:
             client_ip=outcome.client_ip,
             received_at=received_at,
             outcome=outcome,
-            query=dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {},
+            query=query_fields(scope["query_string"]) if scope["query_string"] else {},
         )
         pipeline: Pipeline = state["pipeline"]
         tracing: Tracing = state["tracing"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Collection, Mapping
+from urllib.parse import parse_qsl
 
 from receiver.auth import Principal
 from receiver.errors import InvalidPayloadError, UnsupportedMediaTypeError
@@ -50,6 +51,14 @@ def charset_of(content_type: str) -> str:
                 raise UnsupportedMediaTypeError(msg)
             return charset
     return "utf-8"
+
+
+def query_fields(query_string: bytes) -> dict[str, str]:
+    """A query string's fields. One rule with forms (``vendors.sigfox``): a repeated name keeps its first value."""
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1")):
+        fields.setdefault(name, value)
+    return fields
 
 
 def public_headers(headers: Mapping[bytes, bytes], credential_headers: Collection[str]) -> dict[str, str]:

@@ -166,3 +166,24 @@ def test_a_1_mib_batch_does_not_stall_the_loop(tmp_path: Path) -> None:
             print(f"{path} {len(body)} B: {got}, slowest /healthz {slowest * 1000:.1f} ms")
             assert got == status
             assert slowest < 0.4, f"/healthz took {slowest:.3f} s during a {len(body)} B batch to {path}"
+
+
+def test_a_repeated_query_key_keeps_its_first_value_as_a_form_does(tmp_path: Path) -> None:
+    """`?device=AAA&device=BBB` is device AAA, as the same fields in a form are (was: the query's last won)."""
+    config = build_settings(
+        {
+            "store": {"path": str(tmp_path / "events.db")},
+            "audit": {"enabled": False},
+            "sources": {"sfx": {"kind": "sigfox", "auth": [{"type": "bearer", "tokens": [{"sha256": SHA}]}]}},
+        },
+        environ=False,
+    )
+    publisher = MemoryPublisher()
+    fields = "device=AAA&time=1700000000&data=01&device=BBB"
+    with TestClient(create_app(config, publisher=publisher)) as client:
+        by_query = client.get(f"/v1/push/sfx/uplink?{fields}", headers={"Authorization": f"Bearer {TOKEN}"})
+        by_form = client.post("/v1/push/sfx/uplink", content=fields,
+                              headers={"Authorization": f"Bearer {TOKEN}",
+                                       "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert (by_query.status_code, by_form.status_code) == (200, 200), (by_query.text, by_form.text)
+    assert [json.loads(r.value)["subject"] for r in publisher.records] == ["AAA", "AAA"]
