@@ -17,7 +17,7 @@ from typing import Any
 
 from receiver.auth import Principal
 from receiver.errors import InvalidPayloadError, RequestError
-from receiver.events import Delivery, Outcome, Record
+from receiver.events import MAX_RECORD_BYTES, Delivery, Outcome, Record
 from receiver.intake import public_headers
 from receiver.normalize import event_id, rfc3339
 
@@ -37,7 +37,7 @@ def deadletter_record(
         body, encoding = delivery.body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         body, encoding = base64.b64encode(delivery.body).decode(), "base64"
-    letter = {
+    letter: dict[str, Any] = {
         "id": event_id(delivery),
         "source_id": delivery.source_id,
         "event": delivery.event,
@@ -52,12 +52,18 @@ def deadletter_record(
         "body_encoding": encoding,
         "body": body,
     }
-    return Record(
+    record = Record(
         topic=deadletter_topic(prefix),
         key=delivery.source_id.encode(),
         value=json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode(),
         headers=[("content-type", b"application/json"), ("error_code", error.code.encode())],
     )
+    if (over := record.size() - MAX_RECORD_BYTES) > 0:  # kept truncated, and marked so, rather than lost to a 503
+        keep = max(0, len(body) - over - 4096)
+        errors = error.errors if isinstance(error, InvalidPayloadError) else []
+        letter |= {"body": body[: keep - keep % 4], "body_truncated": len(delivery.body), "errors": errors[:100]}
+        record.value = json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode()
+    return record
 
 
 def _principal_facts(principal: Principal) -> dict[str, Any]:

@@ -34,6 +34,9 @@ contain a credential: the detail that helps an operator goes to the log instead.
     │   └── ContentError                refused for what the body is; an authenticated one is dead-lettered
     │       ├── UnknownEventError       404 unknown_event       the source's vendor has no such callback
     │       ├── UnsupportedMediaTypeError 415 unsupported_media_type
+    │       ├── BatchTooLargeError      413 batch_too_large     more items than ``max_batch_items``, or records than
+    │       │                                                   the pending cap can ever hold
+    │       ├── RecordTooLargeError     413 record_too_large    an event's record over the producer's request size
     │       └── InvalidPayloadError     422 invalid_payload     (carries the field errors)
     └── UnavailableError                503 (carries ``Retry-After``)
         ├── NotReadyError               503 not_ready           config or producer not up yet
@@ -232,6 +235,21 @@ class UnknownEventError(ContentError):
 
 class UnsupportedMediaTypeError(ContentError):
     status, code = 415, "unsupported_media_type"
+
+
+class BatchTooLargeError(ContentError):
+    """A batch larger than the source takes (``max_batch_items``) or than ``kafka.max_pending_records`` holds.
+
+    Refused before its items are validated, or before anything is published; split it.
+    """
+
+    status, code = 413, "batch_too_large"
+
+
+class RecordTooLargeError(ContentError):
+    """An event whose Kafka record would exceed the producer's request size: refused before it is sent."""
+
+    status, code = 413, "record_too_large"
 
 
 class InvalidPayloadError(ContentError):

@@ -89,6 +89,11 @@ class CloudEvent:
         ]
 
 
+# aiokafka's max_request_size (1 MiB, the producer is built with its default), less a record
+# batch's overhead: a larger record is refused by the producer itself (MessageSizeTooLargeError).
+MAX_RECORD_BYTES = 1_048_576 - 1_024
+
+
 @dataclass(slots=True)
 class Record:
     """One Kafka record, ready to publish."""
@@ -98,6 +103,10 @@ class Record:
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
     event_id: str = ""  # the CloudEvent it carries, if any (not sent: for dedup and reports)
+
+    def size(self) -> int:
+        """Bytes the producer counts against its request size: key, value and headers."""
+        return len(self.key) + len(self.value) + sum(len(name) + len(value) for name, value in self.headers)
 
 
 @dataclass(slots=True)

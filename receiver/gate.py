@@ -42,7 +42,7 @@ from receiver.errors import (
     RequestError,
 )
 from receiver.events import Delivery, Outcome
-from receiver.intake import query_params
+from receiver.intake import query_fields
 from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
 from receiver.responses import send_error
@@ -193,7 +193,7 @@ class DeliveryGate:
             client_ip=outcome.client_ip,
             received_at=time.time(),  # the whole request is in hand: every time rule is judged now
             outcome=outcome,
-            query=query_params(scope["query_string"]) if scope["query_string"] else {},
+            query=query_fields(scope["query_string"]) if scope["query_string"] else {},
         )
         with self.in_flight.slot():
             await endpoint(scope, send, delivery, admitted)

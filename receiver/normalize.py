@@ -40,33 +40,38 @@ def rfc3339(seconds: float) -> str:
     return f"{prefix}.{micros // 1000:03d}Z"
 
 
-# The digest of the last body, so a batch hashes its body once and each item copies it.
-_last_body: list[tuple[bytes, tuple[str, str, str], Any]] = []
+class EventIds:
+    """The ids of one delivery's events: the body is hashed once, each item's id from a copy of that digest.
 
+    A batch of n items costs one pass over the body, not n (the digest of everything
+    before the index is copied per item); the ids are those ``event_id`` always gave.
+    """
 
-def _body_digest(delivery: Delivery, identity: str) -> Any:
-    """SHA-256 over source, callback, identity and body: computed once per body, copied per item."""
-    key = (delivery.source_id, delivery.event, identity)
-    if _last_body and _last_body[0][0] is delivery.body and _last_body[0][1] == key:
-        return _last_body[0][2].copy()
-    digest = hashlib.sha256(f"{delivery.source_id}\n{delivery.event}\n".encode())
-    if identity:
-        digest.update(f"@{identity}\n".encode())
-    digest.update(delivery.body)
-    _last_body[:] = [(delivery.body, key, digest)]
-    return digest.copy()
+    __slots__ = ("_prefix",)
+
+    def __init__(self, delivery: Delivery, identity: str = "") -> None:
+        digest = hashlib.sha256(f"{delivery.source_id}\n{delivery.event}\n".encode())
+        if identity:
+            digest.update(f"@{identity}\n".encode())
+        digest.update(delivery.body)
+        self._prefix = digest
+
+    def __call__(self, index: int | None = None) -> str:
+        """The id of the item at ``index`` of a batch, or (``None``) of the delivery's one message."""
+        digest = self._prefix
+        if index is not None:
+            digest = digest.copy()
+            digest.update(f"\n#{index}".encode())
+        raw = bytearray(digest.digest()[:16])
+        raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom (here SHA-256 based)
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+        h = raw.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def event_id(delivery: Delivery, index: int | None = None, identity: str = "") -> str:
     """The same delivery (source, callback, the vendor's identity, body, batch index) always gives the same id."""
-    digest = _body_digest(delivery, identity)
-    if index is not None:
-        digest.update(f"\n#{index}".encode())
-    raw = bytearray(digest.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom (here SHA-256 based)
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return EventIds(delivery, identity)(index)
 
 
 def event_data(vendor: Vendor, payload: BaseModel, reading: Reading | None, include_raw: bool) -> Any:
@@ -89,13 +94,17 @@ def normalize(  # noqa: PLR0913 - the facts of one event, all needed
     index: int | None = None,
     identity: str = "",
     extensions: dict[str, str] | None = None,
+    ids: EventIds | None = None,
 ) -> CloudEvent:
-    """Build the envelope; extension attributes carry the receive time and the source id."""
+    """Build the envelope; extension attributes carry the receive time and the source id.
+
+    ``ids``: the delivery's ``EventIds``, made once for every item of a batch.
+    """
     received = rfc3339(delivery.received_at)
     when = vendor.time(payload)
     reading = vendor.reading(payload)
     return CloudEvent(
-        id=event_id(delivery, index, identity),
+        id=(ids or EventIds(delivery, identity))(index),
         source=f"urn:iot-receiver:{delivery.source_id}",
         type=vendor.type_prefix + delivery.event,
         subject=vendor.subject(payload),

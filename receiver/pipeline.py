@@ -26,16 +26,18 @@ from receiver.auth import Credentials, Principal
 from receiver.deadletter import deadletter_record, deadletter_topic
 from receiver.errors import (
     AuthError,
+    BatchTooLargeError,
     ContentError,
     InvalidPayloadError,
     KafkaUnavailableError,
+    RecordTooLargeError,
     RequestError,
     UnknownSourceError,
 )
-from receiver.events import Accepted, CloudEvent, Delivery, Record
+from receiver.events import MAX_RECORD_BYTES, Accepted, CloudEvent, Delivery, Record
 from receiver.limits import Budget
 from receiver.metrics import Metrics
-from receiver.normalize import normalize
+from receiver.normalize import EventIds, normalize
 from receiver.publish import Publisher
 from receiver.publish.instrumented import InstrumentedPublisher
 from receiver.routing import Facts, destination, route
@@ -94,8 +96,10 @@ class Pipeline:
         routes: Sequence[RouteRule] = (),
         content_mode: ContentMode = "structured",
         on_sequence: Callable[[str, str], None] = lambda _source, _status: None,
+        max_records: int | None = None,
     ) -> None:
         self._sources = sources
+        self._max_records = max_records  # kafka.max_pending_records: a plan with more can never be published
         self._publisher = publisher
         self._prefix = topic_prefix
         self._admission = admission
@@ -145,13 +149,7 @@ class Pipeline:
         context.budget = await self._admission.charge(source, delivery.received_at)  # only a proven sender spends it
         source.auth.authorize(principal)
         try:
-            parsed = intake.read(
-                source.vendor,
-                delivery,
-                source.auth.credential_headers,
-                principal,
-                max_items=source.settings.max_batch_items,
-            )
+            parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
             plan = self._plan(source, delivery, principal, parsed, track=publish)
         except ContentError as refused:
             return await self._dead_letter(source, delivery, principal, refused, publish=publish)
@@ -169,13 +167,7 @@ class Pipeline:
         source = self._source(delivery.source_id)
         sender = principal or Principal(method="", name="")
         source.auth.authorize(sender)
-        parsed = intake.read(
-            source.vendor,
-            delivery,
-            source.auth.credential_headers,
-            principal,
-            max_items=source.settings.max_batch_items,
-        )
+        parsed = intake.read(source.vendor, delivery, source.auth.credential_headers, principal)
         plan = self._plan(source, delivery, sender, parsed)
         await self._publish_fresh(source, plan, delivery.received_at)
         return plan.accepted(None)
@@ -238,6 +230,7 @@ class Pipeline:
         source.auth.authorize_groups(principal, (vendor.group(m) for m in parsed.messages))
         events: list[CloudEvent] = []
         records: list[Record] = []
+        ids = EventIds(delivery, parsed.identity)  # the body hashed once, not once per item
         for index, message in enumerate(parsed.messages):
             try:
                 event = normalize(
@@ -246,7 +239,7 @@ class Pipeline:
                     message,
                     include_raw=source.settings.include_raw,
                     index=index if parsed.batch else None,
-                    identity=parsed.identity,
+                    ids=ids,
                     extensions=self._sequence_marks(source, vendor.reading(message)) if track else None,
                 )
             except (ValueError, OverflowError, OSError) as exc:  # a value the models let through but time cannot hold
@@ -256,6 +249,18 @@ class Pipeline:
             where = destination(facts, self._routes, self._prefix, source.settings.topic)
             events.append(event)
             records.extend(route(event, where, self._content_mode))
+        if self._max_records is not None and len(records) > self._max_records:
+            msg = (
+                f"the batch makes {len(records)} records, more than the {self._max_records} this receiver "
+                "holds for Kafka at once; send smaller batches"
+            )
+            raise BatchTooLargeError(msg)
+        if (largest := max((r.size() for r in records), default=0)) > MAX_RECORD_BYTES:
+            msg = (
+                f"an event of this delivery makes a {largest}-byte Kafka record, over the producer's "
+                f"{MAX_RECORD_BYTES}; send smaller messages"
+            )
+            raise RecordTooLargeError(msg)
         return Plan(events, records, self._answer(source, delivery.event, parsed.messages), parsed.batch)
 
     @staticmethod
@@ -344,4 +349,5 @@ def build_pipeline(  # noqa: PLR0913 - the parts, plus where its state lives
         routes=settings.routes,
         content_mode=settings.kafka.content_mode,
         on_sequence=metrics.count_sequence,
+        max_records=settings.kafka.max_pending_records,
     )

@@ -35,6 +35,7 @@ from receiver.auth.material import read_secret
 from receiver.auth.methods import AuthSettings
 from receiver.errors import ConfigError
 from receiver.vendors import VENDORS
+from receiver.vendors.base import DEFAULT_MAX_BATCH_ITEMS
 
 SourceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
@@ -67,9 +68,6 @@ class SourceSettings(_Frozen):
         default=False, description="a device message must name a group the token carries"
     )
     include_raw: bool = Field(default=True, description="keep the vendor body in the event beside the reading")
-    max_batch_items: int = Field(
-        default=1000, ge=1, le=100_000, description="items in one batch body; more get 413 before any is validated"
-    )
     on_invalid: Literal["refuse", "accept"] = Field(
         default="refuse", description="refuse: 422; accept: 202, and the payload only goes to the dead-letter topic"
     )
@@ -79,6 +77,12 @@ class SourceSettings(_Frozen):
     )
     dedup_window_seconds: int = Field(
         default=0, ge=0, description="an event id seen again within it is not republished"
+    )
+    max_batch_items: int = Field(
+        default=DEFAULT_MAX_BATCH_ITEMS,
+        ge=1,
+        le=100_000,
+        description="a JSON array with more items is refused (413) before validation",
     )
     answers: dict[str, Any] = Field(
         default_factory=dict, description="static JSON answer per callback name (iotcomms newCall, getIvrCommand)"

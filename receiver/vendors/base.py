@@ -34,9 +34,10 @@ from typing import Any, ClassVar, NamedTuple, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from receiver.errors import InvalidPayloadError, PayloadTooLargeError, UnknownEventError
+from receiver.errors import BatchTooLargeError, InvalidPayloadError, UnknownEventError
 
 FieldErrors = list[dict[str, Any]]
+DEFAULT_MAX_BATCH_ITEMS = 1000  # a 1,000-item batch costs ~50-100 ms of the loop (see the README's batch rule)
 
 
 @dataclass(slots=True)  # per request: not frozen (see receiver.events)
@@ -128,7 +129,7 @@ class Vendor(Protocol):
 
     def model_for(self, event: str) -> type[BaseModel]: ...
 
-    def parse(self, event: str, inbound: Inbound, max_items: int = ...) -> Parsed: ...
+    def parse(self, event: str, inbound: Inbound) -> Parsed: ...
 
     def identity(self, event: str, inbound: Inbound) -> str: ...
 
@@ -156,6 +157,8 @@ class JsonVendor:
 
     def __init__(self, options: Any) -> None:
         self.options: VendorOptions = options
+        # The source's batch rule (``sources.<id>.max_batch_items``); a bare options model: the default.
+        self.max_batch_items: int = getattr(options, "max_batch_items", DEFAULT_MAX_BATCH_ITEMS)
 
     @classmethod
     def from_options(cls, options: Any) -> Self:
@@ -174,20 +177,13 @@ class JsonVendor:
             raise UnknownEventError(msg)
         return model
 
-    def parse(self, event: str, inbound: Inbound, max_items: int = 1000) -> Parsed:
-        """Every message of the body validated and checked, or one 422 naming each bad field.
-
-        A batch of more than ``max_items`` is refused with 413 before any item is validated:
-        what a request costs grows with its items, so the count has a price.
-        """
+    def parse(self, event: str, inbound: Inbound) -> Parsed:
+        """Every message of the body validated and checked, or one 422 naming each bad field."""
         model = self.model_for(event)
         decoded = self.decode(event, inbound)
         if decoded.batch and not decoded.items:
             msg = "a batch must be a non-empty JSON array"
             raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "empty", "msg": msg}])
-        if len(decoded.items) > max_items:
-            msg = f"the batch has {len(decoded.items)} items, more than this source takes ({max_items}); split it"
-            raise PayloadTooLargeError(msg)
         messages: list[BaseModel] = []
         errors: FieldErrors = []
         for index, item in enumerate(decoded.items):
@@ -206,7 +202,7 @@ class JsonVendor:
     def decode(self, event: str, inbound: Inbound) -> Decoded:
         """A JSON array is a batch, each item one message; anything else is one message."""
         del event
-        document = read_json(inbound)
+        document = read_json(inbound, max_items=self.max_batch_items)
         if isinstance(document, list):
             return Decoded(document, batch=True)
         return Decoded([document], batch=False)
@@ -260,48 +256,103 @@ def field_errors(exc: ValidationError) -> FieldErrors:
     ]
 
 
-def read_json(inbound: Inbound) -> Any:
-    """The body as Python objects, strictly: ``NaN``, ``Infinity`` and duplicate keys are not JSON here.
+def read_json(inbound: Inbound, max_items: int | None = None) -> Any:
+    """The body as Python objects, strictly: what JSON does not hold, or holds ambiguously, is refused.
 
-    A duplicate key would let what a signature covered and what is published differ in
-    meaning (the last value wins in most parsers), so it is refused like a syntax error.
+    ``NaN``, ``Infinity`` and numbers too large for a float (``1e999``) are not numbers
+    here; a lone surrogate escape (``"\\ud800"``) is no text UTF-8 can carry. A duplicate
+    key would let what a signature covered and what is published differ in meaning (the
+    last value wins in most parsers), so it is refused like a syntax error. With
+    ``max_items``, a top-level array is read item by item and refused at its
+    ``max_items + 1``-th: a large batch costs no more than the limit before it is refused.
     """
+    text = _text(inbound)
     try:
-        text = inbound.body.decode(inbound.charset)
-    except UnicodeError as exc:  # UnicodeDecodeError, and what some codecs raise instead
-        msg = f"the body is not valid {inbound.charset}"
-        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
-    try:
-        value = _DECODER.decode(text)
+        document = _DECODER.decode(text) if max_items is None else _decode_batch(text, max_items)
     except _DuplicateKeyError as exc:
         msg = f"the body repeats the key {exc.key[:40]!r} in one object; send each key once"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "duplicate_key", "msg": msg}]) from exc
+    except _ConstantError as exc:
+        msg = f"the body is not valid JSON: {exc} (NaN, Infinity and 1e999 are not numbers here)"
+        error = {"loc": "(body)", "type": "json_invalid", "msg": "the body is not valid JSON"}
+        raise InvalidPayloadError(msg, [error]) from exc
     except ValueError as exc:
         msg = "the body is not valid JSON"
-        error = {"loc": "(body)", "type": "json_invalid", "msg": msg}
-        if isinstance(exc, _ConstantError):
-            msg += " (NaN, Infinity and numbers past a float's range are not taken)"
-        raise InvalidPayloadError(msg, [error]) from exc
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "json_invalid", "msg": msg}]) from exc
     except RecursionError as exc:  # guarded by the nesting limit before parsing; never a 5xx if not
         msg = "the body nests too deeply"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "too_deep", "msg": msg}]) from exc
-    if _SURROGATE_ESCAPE.search(text) and not _is_utf8_text(value):
-        msg = "the body holds a lone surrogate (a \\ud800-\\udfff escape without its pair); send valid Unicode"
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(document):
+        msg = "the body holds a lone surrogate escape (\\ud800-\\udfff unpaired), which is no UTF-8 text"
         raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "lone_surrogate", "msg": msg}])
-    return value
+    return document
 
 
-# A \\uD800-\\uDFFF escape: a pair decodes to one character, a lone one to what UTF-8 cannot hold.
+def _text(inbound: Inbound) -> str:
+    try:
+        return inbound.body.decode(inbound.charset)
+    except UnicodeError as exc:  # UnicodeDecodeError, and what codecs such as punycode raise
+        msg = f"the body is not valid {inbound.charset}"
+        raise InvalidPayloadError(msg, [{"loc": "(body)", "type": "encoding", "msg": msg}]) from exc
+
+
+_WHITESPACE = " \t\n\r"
+
+
+def _decode_batch(text: str, max_items: int) -> Any:
+    """``_DECODER.decode``, but a top-level array is scanned one item at a time, up to ``max_items``."""
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    if not text.startswith("[", start):
+        return _DECODER.decode(text)
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__ (json.scanner), untyped
+    items: list[Any] = []
+    end = _skip(text, start + 1)
+    if text.startswith("]", end):
+        end += 1
+    else:
+        while True:
+            try:
+                item, end = scan(text, end)
+            except StopIteration as stop:
+                msg = "Expecting value"
+                raise json.JSONDecodeError(msg, text, stop.value) from None
+            items.append(item)
+            if len(items) > max_items:
+                msg = (
+                    f"the batch has more than {max_items} items, this source's max_batch_items; "
+                    f"send at most {max_items} items per request"
+                )
+                raise BatchTooLargeError(msg)
+            end = _skip(text, end)
+            if text.startswith("]", end):
+                end += 1
+                break
+            if not text.startswith(",", end):
+                msg = "Expecting ',' delimiter"
+                raise json.JSONDecodeError(msg, text, end)
+            end = _skip(text, end + 1)
+    if _skip(text, end) != len(text):
+        msg = "Extra data"
+        raise json.JSONDecodeError(msg, text, end)
+    return items
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _WHITESPACE:
+        index += 1
+    return index
+
+
+# An escape of a UTF-16 surrogate half; only bodies holding one are walked for an unpaired one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _is_utf8_text(value: Any) -> bool:
-    """Can every string in the value be written as UTF-8 (no lone surrogate)?"""
+def _has_lone_surrogate(document: Any) -> bool:
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return True
+    return False
 
 
 class _ConstantError(ValueError):
@@ -330,17 +381,16 @@ def _no_constant(name: str) -> Any:
     raise _ConstantError(msg)
 
 
-def _finite(text: str) -> float:
-    """A JSON number with a fraction or exponent; one past a float's range (``1e999``) is refused, not infinity."""
-    number = float(text)
+def _finite_float(literal: str) -> float:
+    number = float(literal)
     if math.isinf(number):
-        msg = f"{text[:40]} is past the range of a number"
+        msg = f"{literal[:40]} is too large for a number here"
         raise _ConstantError(msg)
     return number
 
 
 # One decoder for every request (json.loads with options builds a new one per call).
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
 
 
 def _refusal(event: str, errors: FieldErrors, batch_size: int | None) -> InvalidPayloadError:
