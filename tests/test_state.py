@@ -230,6 +230,7 @@ def test_redis_down_policy(tmp_path: Any, key_prefix: str) -> None:
     assert result["blocked"] is not None, "failure counts fall back to this process's memory"
     assert result["problem"] is not None
     assert "redis" in result["problem"]
+    assert str(server.port) not in result["problem"], "readiness is open to anyone: no address in it"
     assert result["back"], "once Redis is back, single-use ids are held there again"
     assert set(fallbacks) >= {"single_use", "budget", "dedup", "failure_limit"}
 

@@ -165,7 +165,7 @@ class RedisState:
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._pipeline = _Pipeliner(self._redis)
         self._sha = {text: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for text in (_COUNT, _SETTLE)}
-        self.where = settings.url or ""
+        self.where = (settings.url or "").partition("?")[0]  # for the log: never the query's options
 
     async def start(self) -> None:
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="state-blocked-notices")
@@ -188,7 +188,7 @@ class RedisState:
         try:
             await self.command("PING", fresh=True)
         except StateUnavailableError:
-            return f"redis at {self.where} does not answer"
+            return "redis does not answer"  # no address: /readyz is open to anyone
         return None
 
     async def command(self, *args: Any, fresh: bool = False, **options: Any) -> Any:
