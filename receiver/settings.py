@@ -270,6 +270,13 @@ class StateSettings(_Frozen):
             # The url is logged and shown in errors; a password belongs in password_file.
             msg = "must not carry credentials; set state.username and state.password_file"
             raise ValueError(msg)
+        # redis-py turns every query key into a connection option: ``?password=`` would work,
+        # and then be shown wherever the url is.
+        for pair in rest.partition("?")[2].split("&"):
+            name = pair.partition("=")[0].lower()
+            if any(word in name for word in ("pass", "user", "secret", "token", "auth", "key")):
+                msg = f"must not carry credentials in its query ({name}); set state.username and state.password_file"
+                raise ValueError(msg)
         return value
 
     _password: SecretStr | None = PrivateAttr(default=None)

@@ -10,7 +10,7 @@ import yaml
 
 from receiver.auth.material import Secret
 from receiver.errors import ConfigError
-from receiver.settings import build_settings, load_settings
+from receiver.settings import StateSettings, build_settings, load_settings
 
 README_EXAMPLE = """
 kafka:
@@ -112,3 +112,23 @@ def test_secret_files_others_can_read_are_named_in_a_warning(
     exposed = [r for r in caplog.records if r.getMessage() == "receiver.secret_file_exposed"]
     assert bool(exposed) is warned
     assert all("s3cret" not in str(vars(r)) for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis://127.0.0.1:6379/0?password=hunter2", id="password"),
+        pytest.param("redis://127.0.0.1:6379/0?db=0&username=app", id="username"),
+        pytest.param("rediss://127.0.0.1:6379/0?ssl_password=hunter2", id="ssl-password"),
+        pytest.param("redis://:hunter2@127.0.0.1:6379/0", id="netloc"),
+    ],
+)
+def test_state_url_refuses_credentials(url: str) -> None:
+    """A credential anywhere in state.url is refused at load, with a message pointing at password_file."""
+    with pytest.raises(ValueError, match="password_file"):
+        StateSettings(url=url)
+
+
+def test_state_url_keeps_plain_options() -> None:
+    """Options that are not credentials still pass."""
+    assert StateSettings(url="redis://127.0.0.1:6379/0?socket_keepalive=true").url is not None
