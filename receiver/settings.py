@@ -246,15 +246,6 @@ class AuditSettings(_Frozen):
     flush_interval_seconds: float = Field(default=0.5, gt=0, le=60, description="audit batches are written this often")
 
 
-_CREDENTIAL_WORDS = ("pass", "user", "secret", "token", "auth", "key")
-
-
-def _credential_in_query(query: str) -> bool:
-    """Does a url's query name a credential (redis-py reads ``?password=`` as the password)?"""
-    names = (pair.partition("=")[0].lower() for pair in query.replace(";", "&").split("&"))
-    return any(word in name for name in names for word in _CREDENTIAL_WORDS)
-
-
 class StateSettings(_Frozen):
     """Where replay reservations, the dedup window and request budgets live.
 
@@ -282,12 +273,17 @@ class StateSettings(_Frozen):
         if not sep or scheme not in ("redis", "rediss") or not rest:
             msg = "must be redis://host:port/db or rediss://host:port/db"
             raise ValueError(msg)
-        if "@" in rest.partition("/")[0] or _credential_in_query(rest.partition("?")[2]):
-            # The url is logged; a password belongs in password_file.
-            msg = (
-                "must not carry credentials (in the host part or the query); set state.username and state.password_file"
-            )
+        if "@" in rest.partition("/")[0]:
+            # The url is logged and shown in errors; a password belongs in password_file.
+            msg = "must not carry credentials; set state.username and state.password_file"
             raise ValueError(msg)
+        # redis-py turns every query key into a connection option: ``?password=`` would work,
+        # and then be shown wherever the url is.
+        for pair in rest.partition("?")[2].split("&"):
+            name = pair.partition("=")[0].lower()
+            if any(word in name for word in ("pass", "user", "secret", "token", "auth", "key")):
+                msg = f"must not carry credentials in its query ({name}); set state.username and state.password_file"
+                raise ValueError(msg)
         return value
 
     _password: SecretStr | None = PrivateAttr(default=None)

@@ -12,8 +12,9 @@ last allowed failure publishes a notice, and every process marks the address blo
 until the window ends. A process that missed the notice (it started later) learns on
 that address's next failure.
 
-When Redis does not answer within ``state.timeout_seconds``, or failed less than a
-second ago, each concern falls back as the README's policy says: single-use ids fail
+When Redis does not answer within ``state.timeout_seconds`` (a broken connection is
+first retried once on a fresh one), or failed and has not yet answered the background
+probe (a PING each 0.1 s), each concern falls back as the README's policy says: single-use ids fail
 closed (503 ``state_unavailable``) unless the source opted out, and then use this
 process's memory; budgets, failure counts and the dedup window fall back to this
 process's memory. Each fallback is counted (``receiver_state_fallbacks_total``).
@@ -184,7 +185,7 @@ class RedisState:
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._pipeline = _Pipeliner(self._redis)
         self._sha = {text: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for text in (_COUNT, _SETTLE)}
-        self.where = settings.url or ""
+        self.where = (settings.url or "").partition("?")[0]  # for the log: never the query's options
 
     async def start(self) -> None:
         """Check the server's version (when it answers now), then listen for block notices."""
