@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from receiver.auth import SourceAuth, build_source_auth
+from receiver.auth.methods import METHODS
 from receiver.errors import ConfigError
 from receiver.settings import Settings, SourceSettings
 from receiver.vendors import VENDORS, Vendor
@@ -29,6 +30,17 @@ def build_source(source_id: str, settings: SourceSettings) -> Source:
         vendor = VENDORS[settings.kind].from_options(settings)
     except ValueError as exc:
         raise ConfigError([f"sources.{source_id}: {exc}"]) from exc
+    if "" in vendor.media_types:  # the vendor may send its message as a query string
+        # A proof of the body alone would leave the message itself unsigned (a GET, or a
+        # POST without Content-Type, is read from the query): refused here, not per request.
+        unsigned = [
+            f"sources.{source_id}.auth.{n}: {a.type} signs only the body, but {vendor.kind} may send its message "
+            "as a query string, which it does not cover; use jwt, bearer or basic for this source"
+            for n, a in enumerate(settings.auth)
+            if METHODS[a.type].signs_only_body
+        ]
+        if unsigned:
+            raise ConfigError(unsigned)
     try:
         auth = build_source_auth(
             settings.auth,

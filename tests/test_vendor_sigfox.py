@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from receiver.errors import ConfigError, InvalidPayloadError
 from receiver.settings import build_settings
+from receiver.sources import build_sources
 from receiver.vendors import sigfox
 from receiver.vendors.base import Answer, Inbound, Position
 
@@ -262,3 +263,28 @@ def test_too_many_form_fields_are_refused() -> None:
     body = "&".join(f"f{i}=1" for i in range(500)).encode()
     with pytest.raises(InvalidPayloadError):
         SIGFOX.decode("uplink", Inbound(body=body, media_type="application/x-www-form-urlencoded"))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param({"type": "hmac", "secrets": [{"value": "s"}]}, id="hmac"),
+        pytest.param(
+            {"type": "standard_webhooks", "secrets": [{"value": "whsec_c2VjcmV0LXNlY3JldA=="}]}, id="webhooks"
+        ),
+    ],
+)
+def test_a_body_only_signature_is_refused_for_a_vendor_that_reads_queries(method: dict[str, Any]) -> None:
+    """A MAC of the body cannot vouch for a message read from the query string: refused at load (was: BADBAD stored)."""
+    settings = build_settings({"sources": {"sfx": {"kind": "sigfox", "auth": [method]}}}, environ=False)
+    with pytest.raises(ConfigError) as caught:
+        build_sources(settings)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["sources.sfx.auth.0"]
+    assert "query string" in caught.value.problems[0]
+
+
+def test_a_body_only_signature_is_taken_where_the_body_is_the_message() -> None:
+    """The same HMAC is fine for a vendor that only posts bodies (the tracker)."""
+    method = {"type": "hmac", "secrets": [{"value": "s"}]}
+    settings = build_settings({"sources": {"trk": {"kind": "tracker", "auth": [method]}}}, environ=False)
+    assert "trk" in build_sources(settings)

@@ -146,3 +146,4 @@ class Method:
     build: Callable[[Any, str | None], Verifier]  # (its settings, the source's default subject)
     codes: frozenset[type[AuthError]]  # the refusals it raises
     credential_headers: frozenset[str]  # its default header names, scrubbed for every source
+    signs_only_body: bool = False  # its proof covers the body alone: not the query string, not the media type

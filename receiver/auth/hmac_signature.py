@@ -119,4 +119,5 @@ METHOD = Method(
     build=HmacVerifier.from_settings,
     codes=frozenset({InvalidSignatureError}),
     credential_headers=frozenset({DEFAULT_HEADER.lower()}),
+    signs_only_body=True,
 )

@@ -165,4 +165,5 @@ METHOD = Method(
     build=StandardWebhooksVerifier.from_settings,
     codes=frozenset({InvalidSignatureError, SignatureExpiredError, ReplayedRequestError}),
     credential_headers=StandardWebhooksVerifier.credential_headers,
+    signs_only_body=True,
 )
