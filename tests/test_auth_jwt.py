@@ -143,3 +143,19 @@ def test_unreadable_key_file_is_a_config_error(tmp_path: Any) -> None:
         load_public_keys([KeyFile(path=bad)])
     with pytest.raises(ConfigError, match="cannot read"):
         load_public_keys([KeyFile(path=tmp_path / "missing.pem")])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("iat", float("nan"), id="iat-nan"),
+        pytest.param("exp", float("nan"), id="exp-nan"),
+        pytest.param("iat", float("-inf"), id="iat-minus-infinity"),
+        pytest.param("exp", float("inf"), id="exp-infinity"),
+    ],
+)
+def test_a_time_claim_that_is_not_finite_is_refused(tenant_key: KeyPair, name: str, value: float) -> None:
+    """A signed token with ``iat`` or ``exp`` NaN or infinite is refused: NaN passes every age rule (was: accepted)."""
+    token = tenant_key.token({**claims(), name: value})  # PyJWT writes NaN / Infinity, and reads them back
+    with pytest.raises(InvalidTokenError):
+        verifier(tenant_key).verify(bearer(token))

@@ -5,6 +5,7 @@ The time and identity rules are each method's own; PyJWT only checks the signatu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,8 @@ def numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"the token's `{name}` claim must be a number of Unix seconds"
+    # NaN and infinities pass every comparison the time rules make (NaN is never "too old").
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"the token's `{name}` claim must be a finite number of Unix seconds"
         raise InvalidTokenError(msg)
     return float(value)
