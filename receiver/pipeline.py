@@ -228,6 +228,8 @@ class Pipeline:
         """Events and records; ``track`` (not in a dry run) lets sequence tracking see the messages."""
         vendor = source.vendor
         source.auth.authorize_groups(principal, (vendor.group(m) for m in parsed.messages))
+        if vendor.subject_is_proven_device:
+            source.auth.authorize_devices(principal, (vendor.subject(m) for m in parsed.messages))
         events: list[CloudEvent] = []
         records: list[Record] = []
         ids = EventIds(delivery, parsed.identity)  # the body hashed once, not once per item

@@ -212,3 +212,19 @@ def test_a_delivery_that_waited_too_long_is_shed_at_once(late_client: TestClient
     assert late_client.get("/healthz").status_code == 200
     assert late_client.get("/readyz").status_code == 200
     assert "receiver_shed_total 1.0" in late_client.get("/metrics").text
+
+
+def funnel_body(imsi: str) -> bytes:
+    envelope = {"operatorId": "OP0012345678", "payloads": {"temp": 21.5}, "timestamp": 1653891795421, "imsi": imsi}
+    return json.dumps(envelope).encode()
+
+
+def test_a_beam_signature_vouches_for_its_own_sim_only(tmp_path: Path) -> None:
+    """A Funnel body naming another SIM than the Beam-signed one is 403 (was: published as the victim's event)."""
+    with run_receiver(write_config(tmp_path)) as receiver:
+        url = f"{receiver.url}/v1/callbacks/beam/funnel"
+        forged = httpx.post(url, content=funnel_body("295050919999999"), headers=beam_headers())
+        own = httpx.post(url, content=funnel_body("295050910000001"), headers=beam_headers())
+    assert forged.status_code == 403, forged.text
+    assert forged.json()["code"] == "forbidden"
+    assert own.status_code == 200, own.text

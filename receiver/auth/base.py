@@ -57,6 +57,8 @@ class Principal:
     """Device identity the credential itself proves (header name -> value); vendors prefer it."""
     single_use: SingleUse | None = field(default=None, compare=False, repr=False)
     """The signed id that makes this request usable once, for credentials that carry one."""
+    devices: frozenset[str] | None = field(default=None, compare=False)
+    """The device ids the credential proves (a SIM's IMSI, IMEI, SIM id); None: it proves no device."""
 
 
 @dataclass(slots=True)  # per request: not frozen (see receiver.events)

@@ -128,7 +128,15 @@ class SoracomBeamVerifier:
         values = dict(identity)
         name = next(values[n] for n in _NAME_ORDER if n in values)
         proven = {**values, "x-soracom-timestamp": timestamp}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=proven, proven=proven, single_use=once)
+        return Principal(
+            method=self.method,
+            name=name,
+            key_id=key.id,
+            claims=proven,
+            proven=proven,
+            single_use=once,
+            devices=frozenset(values.values()),
+        )
 
     def expiries(self) -> Iterable[Expiry]:
         return [Expiry(self.method, k.id, k.not_after) for k in self._keys if k.not_after is not None]

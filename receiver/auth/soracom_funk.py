@@ -138,7 +138,15 @@ class SoracomFunkVerifier:
         name = next((str(context[c]) for c in _NAME_CLAIMS if context.get(c)), FUNK_SUBJECT)
         once = self._single_use_of(claims, credentials)
         proven = {header: str(context[claim]) for claim, header in _PROVEN_HEADERS.items() if context.get(claim)}
-        return Principal(method=self.method, name=name, key_id=key.id, claims=claims, proven=proven, single_use=once)
+        return Principal(
+            method=self.method,
+            name=name,
+            key_id=key.id,
+            claims=claims,
+            proven=proven,
+            single_use=once,
+            devices=frozenset(proven.values()),
+        )
 
     def _single_use_of(self, claims: Mapping[str, Any], credentials: Credentials) -> SingleUse | None:
         """A token's ``jti`` is used for one request, for as long as its ``iat`` keeps it acceptable."""

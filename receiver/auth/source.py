@@ -82,6 +82,20 @@ class SourceAuth:
             if group is None or principal.groups is None or group not in principal.groups:
                 raise ForbiddenError("the message's device group is not one of the groups the credential carries")
 
+    @staticmethod
+    def authorize_devices(principal: Principal, devices: Iterable[str]) -> None:
+        """A credential that proves a device vouches for that device alone: a message naming another is refused.
+
+        Beam signs a SIM's identity headers, Funk's token names its SIM; the body (a Funnel
+        envelope's ``imsi``) is the sender's own words and may not choose another device.
+        """
+        if principal.devices is None:
+            return
+        for device in devices:
+            if device and device not in principal.devices:
+                msg = "the message names another device than the one its credential proves; send it with that device's"
+                raise ForbiddenError(msg + " credential")
+
     def _choose(self, credentials: Credentials) -> Verifier | None:
         candidates = [v for v in self.verifiers if v.carries(credentials)]
         if len(candidates) > 1:

@@ -127,6 +127,11 @@ class Vendor(Protocol):
     @property
     def credential_subject(self) -> str | None: ...
 
+    @property
+    def subject_is_proven_device(self) -> bool:
+        """Does an event's subject name a device in the namespace a credential proves (a SIM's IMSI)?"""
+        ...
+
     def model_for(self, event: str) -> type[BaseModel]: ...
 
     def parse(self, event: str, inbound: Inbound) -> Parsed: ...
@@ -152,6 +157,7 @@ class JsonVendor:
     kind: ClassVar[str]
     type_prefix: ClassVar[str]
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    subject_is_proven_device: ClassVar[bool] = False  # True: a device-proving credential binds the subject
     events: ClassVar[Mapping[str, type[BaseModel]]]
     Options: ClassVar[type[VendorOptions]] = VendorOptions
 

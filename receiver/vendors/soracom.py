@@ -146,6 +146,7 @@ class FunnelMessage(_Model):
 class Soracom(JsonVendor):
     kind = "soracom"
     type_prefix = "io.soracom."
+    subject_is_proven_device = True  # Beam and Funk prove a SIM: a Funnel envelope may not name another
     events = {
         "beam": BeamMessage,
         "udp": RawMessage,
