@@ -159,3 +159,23 @@ def test_a_time_claim_that_is_not_finite_is_refused(tenant_key: KeyPair, name: s
     token = tenant_key.token({**claims(), name: value})  # PyJWT writes NaN / Infinity, and reads them back
     with pytest.raises(InvalidTokenError):
         verifier(tenant_key).verify(bearer(token))
+
+
+def test_a_jti_is_remembered_for_the_tokens_whole_life() -> None:
+    """A token valid for two days keeps its ``jti`` for two days, not 24 h (was: replayable on day two)."""
+    policy = TimePolicy(max_age=None, max_lifetime=None, require_exp=True)
+    two_days = 2 * 86400
+    assert policy.valid_until(at(NOW, NOW + two_days)) == NOW + two_days + policy.leeway
+
+
+def test_replayed_jti_needs_tokens_with_an_end(tenant_key: KeyPair) -> None:
+    """``reject_replayed_jti`` where a token may have no end (no exp required, no age limit) fails at load."""
+    settings = JwtAuthSettings(
+        type="jwt",
+        public_keys=[KeyFile(path=tenant_key.public_path)],
+        reject_replayed_jti=True,
+        max_age_seconds=None,
+    )
+    with pytest.raises(ConfigError, match="reject_replayed_jti"):
+        JwtVerifier.from_settings(settings, DOMAIN)
+    JwtVerifier.from_settings(settings.model_copy(update={"require_exp": True}), DOMAIN)  # with exp: taken

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,9 +124,18 @@ class TimePolicy:
             msg = f"the token was issued more than {self.max_age} s ago (`iat`); sign a new one"
             raise TokenTooOldError(msg)
 
-    def valid_until(self, claims: Mapping[str, Any], now: float) -> float:
-        """The last instant this token could still be accepted (for replay memory)."""
-        ends = [now + 86400.0]
+    @property
+    def bounds_lifetime(self) -> bool:
+        """Does every accepted token stop being accepted at a known instant (``exp``, or ``iat`` plus the age limit)?"""
+        return self.require_exp or (self.require_iat and self.max_age is not None)
+
+    def valid_until(self, claims: Mapping[str, Any]) -> float:
+        """The last instant this token could still be accepted: its ``jti`` is remembered until then.
+
+        ``reject_replayed_jti`` is refused at load unless every token has such an instant
+        (``bounds_lifetime``), so a token is never forgotten while it is still accepted.
+        """
+        ends = [math.inf]
         exp, iat = numeric_claim(claims, "exp"), numeric_claim(claims, "iat")
         if exp is not None:
             ends.append(exp + self.leeway)
@@ -201,6 +211,12 @@ class JwtVerifier:
             require_iat=settings.require_iat,
             require_exp=settings.require_exp,
         )
+        if settings.reject_replayed_jti and not policy.bounds_lifetime:
+            msg = (
+                "reject_replayed_jti: a token without `exp` would be accepted forever, so its `jti` could never be"
+                " forgotten; set require_exp, or keep require_iat with max_age_seconds"
+            )
+            raise ConfigError([msg])
         return cls(
             keys=keys,
             secrets=load_secrets(settings.secrets),
@@ -260,7 +276,7 @@ class JwtVerifier:
         except InvalidTokenError:
             self._verified.pop(token, None)
             raise
-        once = self._single_use_of(claims, credentials) if self._single_use else None
+        once = self._single_use_of(claims) if self._single_use else None
         groups = claims.get("groups")
         return Principal(
             method=self.method,
@@ -322,13 +338,12 @@ class JwtVerifier:
             if self._audience not in audiences:
                 raise InvalidTokenError("the token's `aud` claim does not include this receiver")
 
-    def _single_use_of(self, claims: Mapping[str, Any], credentials: Credentials) -> SingleUse:
-        now = credentials.now
+    def _single_use_of(self, claims: Mapping[str, Any]) -> SingleUse:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidTokenError("this source requires a unique `jti` claim in every token")
         replayed = "this token (`jti`) was already used for another request; sign a new one for each request"
-        return SingleUse(jti, self._policy.valid_until(claims, now), replayed)
+        return SingleUse(jti, self._policy.valid_until(claims), replayed)
 
 
 METHOD = Method(
