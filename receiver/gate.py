@@ -48,6 +48,8 @@ from receiver.pipeline import Pipeline
 from receiver.responses import send_error
 from receiver.settings import Settings
 
+_BODY_READ = "receiver.body_read"  # scope key: the whole body is in hand
+
 
 class HeaderLimits:
     """Step 2: more header lines than ``max_headers``, or more bytes than ``max_header_bytes``, get 431."""
@@ -158,6 +160,10 @@ class DeliveryGate:
         try:
             await self._deliver(endpoint, scope, receive, send)
         except RequestError as exc:
+            if not scope.get(_BODY_READ):
+                # Refused before its body was read: close the connection after the answer, or a
+                # sender could keep it open by trickling the rest of a body nobody reads.
+                exc.extra_headers["Connection"] = "close"
             await send_error(scope, send, exc)
 
     async def _deliver(self, endpoint: Deliver, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,6 +190,7 @@ class DeliveryGate:
             body = await read_body(
                 receive, headers.get(b"content-length"), self.max_body_bytes, self.body_timeout, state["loop"]
             )
+        scope[_BODY_READ] = True
         delivery = Delivery(
             source_id=outcome.source,
             event=outcome.event,

@@ -90,6 +90,18 @@ def answer(conn: socket.socket, within: float) -> tuple[int, dict[str, Any], dic
     return int(status_line.split()[1]), json.loads(rest) if rest else {}, headers, time.monotonic() - started
 
 
+def closed_within(conn: socket.socket, within: float) -> bool:
+    """Does the server close the connection within ``within`` seconds (and send nothing more)?"""
+    conn.settimeout(within)
+    with conn:
+        try:
+            return conn.recv(1) == b""
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+
 def valid(receiver: Receiver) -> int:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     return httpx.post(f"{receiver.url}/v1/push/trk", content=TRACKER_BODY, headers=headers).status_code
@@ -101,11 +113,11 @@ def test_slow_bodies_to_an_unknown_source_are_refused_on_their_headers(tmp_path:
         slow = [start(receiver, "/v1/callbacks/nosuchsource/x", {}, b"{", declared=100) for _ in range(5)]
         assert valid(receiver) == 200
         answers = [answer(conn, 5) for conn in slow]
-        for conn in slow:
-            conn.close()
+        closed = [closed_within(conn, 2) for conn in slow]
     for status, body, _, seconds in answers:
         assert (status, body["code"]) == (404, "unknown_source")
         assert seconds < 2
+    assert all(closed), "a refused request's connection stayed open for the rest of its body"
 
 
 def test_bodies_still_arriving_take_no_delivery_slot(tmp_path: Path) -> None:
