@@ -418,3 +418,27 @@ def test_the_running_redis_passes_the_version_check(tmp_path: Any, key_prefix: s
         assert run(scenario, state) is None
     finally:
         server.cleanup()
+
+
+def test_a_lost_settle_write_is_tried_again(redis_server: RedisServer, key_prefix: str) -> None:
+    """A settle that met a cut connection lands once Redis answers again: the id never becomes reusable (was: lost)."""
+    accepted = Accepted(event_id="ev-lost", topics=["iot.z"])
+    with TcpProxy(redis_server.port) as proxy:
+        through_proxy = redis_state(f"redis://127.0.0.1:{proxy.port}/0", key_prefix)
+        direct = redis_state(redis_server.url, key_prefix)
+
+        async def scenario(settling: RedisState, checking: RedisState) -> tuple[bool, Any]:
+            first = await settling.reserve("src:wh:lost", ONCE, NOW, BODY, fail_open=False)
+            assert first.first
+            proxy.cut()
+            first.settle(accepted)  # its first try meets the cut connection
+            await asyncio.sleep(0.5)  # the settle has failed at least once; it must not have given up
+            proxy.heal()
+            await settling.flush()
+            again = await checking.reserve("src:wh:lost", ONCE, NOW, BODY, fail_open=False)
+            return again.first, await again.earlier_answer()
+
+        first, earlier = run(scenario, through_proxy, direct)
+    assert not first, "the id was usable again: the lost settle was never written"
+    assert isinstance(earlier, Accepted)
+    assert earlier.event_id == "ev-lost"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -74,13 +75,17 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 if ARGV[3] and n == tonumber(ARGV[2]) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return n
 """
+# Settle (ARGV[2] the answer) or release (ARGV[2] empty) the hold ARGV[1]. A settle also
+# writes when the key is gone: a Redis that restarted empty must not make the id usable again.
 _SETTLE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or (current == false and ARGV[2] ~= '') then
   if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
   return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
 return 0
 """
+SETTLE_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0)  # between tries of a lost settle write, the last repeated
 
 _FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -109,9 +114,25 @@ class RedisOnce:
         return KafkaUnavailableError("an identical request was being handled and did not finish; retry")
 
     def settle(self, answer: Any) -> None:
+        """Keep the answer for the id's window; a write Redis did not take is tried again until the window ends.
+
+        The hold's lease is only seconds long: a settle lost to a broken connection or a
+        Redis outage would let the id be used again once the lease ran out.
+        """
         value = _SETTLED + self._held[1 : 1 + _FINGERPRINT] + encode_answer(answer)
-        ttl = max(1, math.ceil((self._until - time.time()) * 1000))
-        self._state.background(self._state.script(_SETTLE, [self._key], [self._held, value, ttl]))
+        self._state.background(self._settle(value))
+
+    async def _settle(self, value: bytes) -> None:
+        for attempt in itertools.count():
+            ttl = math.ceil((self._until - time.time()) * 1000)
+            if ttl <= 0:
+                return  # the window is over: nothing left to protect
+            try:
+                await self._state.script(_SETTLE, [self._key], [self._held, value, ttl])
+            except StateUnavailableError:
+                await asyncio.sleep(SETTLE_RETRY_SECONDS[min(attempt, len(SETTLE_RETRY_SECONDS) - 1)])
+                continue
+            return
 
     def release(self, answer: Any) -> None:
         del answer  # copies elsewhere see the key gone and are answered 503; later ones start afresh
@@ -267,6 +288,11 @@ class RedisState:
             return await self.command("EVALSHA", self._sha[text], len(keys), *keys, *args)
         except NoScriptError:
             return await self.command("EVAL", text, len(keys), *keys, *args)
+
+    async def flush(self) -> None:
+        """Wait for the writes in the background (settles, releases) to land or give up (for tests)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     def background(self, write: Coroutine[Any, Any, Any]) -> None:
         """Run a write the answer does not wait for; it is finished (bounded) before the process stops."""
